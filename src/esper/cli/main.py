@@ -1,0 +1,43 @@
+"""Entry point of the `esper` command: one module per subcommand.
+
+Each module in COMMANDS exposes `register(subparsers)`, which adds its parser
+and sets `handler(args) -> int` as the default `func`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import import_module
+
+import esper
+
+COMMANDS: tuple[str, ...] = (
+    "esper.cli.blueprints_cmd",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits with 2 on bad arguments; keep that, but say which command."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="esper", description="Morphogenetic training: networks that grow while they train.")
+    parser.add_argument("--version", action="version", version=f"esper {esper.__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS:
+        import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

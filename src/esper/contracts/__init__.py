@@ -1,0 +1,49 @@
+"""Shared contracts: plain Python, no torch import.
+
+Everything other packages agree on lives here: lifecycle stages and their
+transitions, gate levels and results, alpha enums, slot ids, action heads,
+schema versions and shared numeric constants.
+"""
+
+from esper.contracts.alpha import AlphaAlgorithm, AlphaCurve, AlphaMode
+from esper.contracts.constants import (
+    EMBARGO_EPOCHS,
+    GRADIENT_EPSILON,
+    SLOT_FREE_AFTER_PRUNE_TICKS,
+)
+from esper.contracts.gates import GateLevel, GateResult
+from esper.contracts.shapes import SlotShape, Topology
+from esper.contracts.slot_ids import SlotId, format_slot_id, parse_slot_id, sort_slot_ids
+from esper.contracts.stages import (
+    VALID_TRANSITIONS,
+    SeedStage,
+    is_active,
+    is_failure,
+    is_terminal,
+    is_valid_transition,
+    seed_runs_in_forward,
+)
+
+__all__ = [
+    "AlphaAlgorithm",
+    "AlphaCurve",
+    "AlphaMode",
+    "EMBARGO_EPOCHS",
+    "GRADIENT_EPSILON",
+    "SLOT_FREE_AFTER_PRUNE_TICKS",
+    "GateLevel",
+    "GateResult",
+    "SlotShape",
+    "Topology",
+    "SlotId",
+    "format_slot_id",
+    "parse_slot_id",
+    "sort_slot_ids",
+    "VALID_TRANSITIONS",
+    "SeedStage",
+    "is_active",
+    "is_failure",
+    "is_terminal",
+    "is_valid_transition",
+    "seed_runs_in_forward",
+]

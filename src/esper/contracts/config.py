@@ -1,0 +1,40 @@
+"""Base class of every component config: frozen, strict, unknown keys rejected."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
+
+
+class StrictConfig(BaseModel):
+    """A small, validated, immutable config for one component.
+
+    Unknown keys raise, and values are not coerced between types (an int is
+    accepted where a float is expected; a string never is).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
+
+
+def int_enum(enum_type: type[IntEnum]) -> Any:
+    """Field type for an IntEnum persisted as a plain int.
+
+    Accepts an enum member or a plain int that is one of its values (not a
+    bool, str or float), and serialises to a plain int so the result loads
+    under `torch.load(weights_only=True)`.
+    """
+
+    def check(value: object) -> IntEnum:
+        if isinstance(value, enum_type):
+            return value
+        if type(value) is not int:
+            raise ValueError(f"expected int ({enum_type.__name__} value), got {type(value).__name__}")
+        try:
+            return enum_type(value)
+        except ValueError:
+            valid = ", ".join(f"{m.value} ({m.name})" for m in enum_type)
+            raise ValueError(f"expected one of {valid}, got {value}") from None
+
+    return Annotated[enum_type, PlainValidator(check), PlainSerializer(int, return_type=int)]

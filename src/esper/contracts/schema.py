@@ -1,0 +1,40 @@
+"""Schema versions of everything we persist, with their changelogs.
+
+Bump a version whenever the persisted layout changes, add a line to its
+changelog, and add a migration in `esper.checkpoints.migrations`.
+"""
+
+from __future__ import annotations
+
+# Model checkpoint ("esper.model").
+MODEL_CHECKPOINT_FORMAT = "esper.model"
+MODEL_CHECKPOINT_VERSION = 1
+MODEL_CHECKPOINT_CHANGELOG: dict[int, str] = {
+    1: "First self-describing layout: host kind+config, slot layout, per-slot seed state as primitives.",
+}
+
+# Seed state inside a slot (SeedState / SeedMetrics).
+SEED_STATE_VERSION = 1
+SEED_STATE_CHANGELOG: dict[int, str] = {
+    1: "Stage and history as ints, timestamps as ISO strings, metrics with explicit None for unmeasured values.",
+}
+
+# Run checkpoint ("esper.run"): model + optimizers + controller + RNG + counters.
+RUN_CHECKPOINT_FORMAT = "esper.run"
+RUN_CHECKPOINT_VERSION = 1
+RUN_CHECKPOINT_CHANGELOG: dict[int, str] = {
+    1: "First layout.",
+}
+
+# PPO agent checkpoint ("esper.agent").
+AGENT_CHECKPOINT_FORMAT = "esper.agent"
+AGENT_CHECKPOINT_VERSION = 1
+AGENT_CHECKPOINT_CHANGELOG: dict[int, str] = {
+    1: "First layout: network, optimizer, normalisers, hyperparameters, architecture, observation schema.",
+}
+
+# Telemetry events (events.jsonl).
+TELEMETRY_EVENT_VERSION = 1
+TELEMETRY_EVENT_CHANGELOG: dict[int, str] = {
+    1: "First layout: every line has type, version, epoch, time and a typed payload.",
+}

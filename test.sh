@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Run the whole test suite (creates .venv and installs the dev extras first).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+"$here/scripts/bootstrap.sh" dev
+cd "$here"
+.venv/bin/ruff check src tests
+exec .venv/bin/python -m pytest -n 2 "$@"
