@@ -1,10 +1,11 @@
-"""Shared test setup: one torch thread per test worker (the suite runs 2 workers on 2 cores)."""
+"""Shared test setup.
+
+One torch thread per test process: the suite runs 2 workers on 2 cores, and
+tiny ops get much slower when threads oversubscribe the machine.
+"""
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+torch.set_num_threads(1)
