@@ -13,7 +13,11 @@ from importlib import import_module
 import esper
 
 COMMANDS: tuple[str, ...] = (
+    "esper.cli.train_cmd",
+    "esper.cli.tasks_cmd",
     "esper.cli.blueprints_cmd",
+    "esper.cli.audit_cmd",
+    "esper.cli.export_cmd",
 )
 
 

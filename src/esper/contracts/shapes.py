@@ -29,11 +29,10 @@ class SlotShape:
             raise ValueError(f"SlotShape.width: expected a positive int, got {self.width!r}")
         if self.topology == "cnn" and self.spatial_dims not in (1, 2):
             raise ValueError(f"SlotShape.spatial_dims: expected 1 or 2 for cnn, got {self.spatial_dims!r}")
-        if self.topology == "transformer":
-            if self.n_heads <= 0 or self.width % self.n_heads:
-                raise ValueError(
-                    f"SlotShape.n_heads: expected a positive divisor of width {self.width}, got {self.n_heads!r}"
-                )
+        if self.topology == "transformer" and (self.n_heads <= 0 or self.width % self.n_heads):
+            raise ValueError(
+                f"SlotShape.n_heads: expected a positive divisor of width {self.width}, got {self.n_heads!r}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return {

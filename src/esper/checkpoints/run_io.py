@@ -1,0 +1,70 @@
+"""Run checkpoints: model + optimizers + controller + governor + RNG + counters.
+
+Loading returns the pieces; `esper.training.trainer` wires them back into a
+GrowthRun so training resumes bit-for-bit on CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from esper.checkpoints.errors import CheckpointError
+from esper.checkpoints.io import load_checkpoint, save_checkpoint
+from esper.checkpoints.model_io import model_from_payload, model_payload
+from esper.contracts.schema import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_VERSION
+from esper.model import MorphogeneticModel
+
+RUN_KEYS = frozenset({"config", "model", "run", "controller", "wall_seconds"})
+
+
+@dataclass
+class RunCheckpoint:
+    config: dict[str, Any]
+    model: MorphogeneticModel
+    run_state: dict[str, Any]
+    controller: dict[str, Any]
+    wall_seconds: float
+
+
+def save_run(
+    path: Path,
+    *,
+    config: dict[str, Any],
+    model: MorphogeneticModel,
+    run_state: dict[str, Any],
+    controller: dict[str, Any],
+    wall_seconds: float,
+) -> None:
+    payload = {
+        "config": config,
+        "model": model_payload(model),
+        "run": run_state,
+        "controller": controller,
+        "wall_seconds": float(wall_seconds),
+    }
+    save_checkpoint(payload, path, format=RUN_CHECKPOINT_FORMAT, schema_version=RUN_CHECKPOINT_VERSION)
+
+
+def load_run(path: Path) -> RunCheckpoint:
+    payload = load_checkpoint(path, format=RUN_CHECKPOINT_FORMAT)
+    body = {k: v for k, v in payload.items() if k in RUN_KEYS}
+    missing = RUN_KEYS - set(body)
+    if missing:
+        raise CheckpointError(f"{path}: run checkpoint: missing required key(s) {sorted(missing)}")
+    for key in ("config", "run", "controller"):
+        if not isinstance(body[key], dict):
+            raise CheckpointError(f"{path}: {key}: expected dict, got {type(body[key]).__name__}")
+    if not isinstance(body["wall_seconds"], float):
+        raise CheckpointError(
+            f"{path}: wall_seconds: expected float, got {type(body['wall_seconds']).__name__}"
+        )
+    model = model_from_payload(body["model"], where="model")
+    return RunCheckpoint(
+        config=body["config"],
+        model=model,
+        run_state=body["run"],
+        controller=body["controller"],
+        wall_seconds=body["wall_seconds"],
+    )

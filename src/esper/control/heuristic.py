@@ -1,0 +1,336 @@
+"""The hand-written reference controller: grow one seed at a time on a plateau.
+
+Every epoch it looks at the live experimental seeds first (row-major slot
+order; the first slot that wants to act wins) and only when none of them acts
+and there is room for another experiment does it consider germinating. It
+proposes only actions that `esper.control.legality` calls executable, so the
+executor never refuses one. Its bookkeeping (penalties, rotation, last prune)
+is updated when it *proposes* an action: the training loop executes what it
+proposes, and a legal proposal always executes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from pydantic import ConfigDict, Field
+
+from esper.contracts.actions import Op
+from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.config import StrictConfig, int_enum
+from esper.contracts.stages import SeedStage, is_active
+from esper.control.baselines import check_blueprints, check_decide_args, check_limits
+from esper.control.decision import Decision, EpochSignals
+from esper.control.legality import (
+    GrowthLimits,
+    legal_alpha_targets,
+    legal_blueprints,
+    legal_slots,
+    slot_allows,
+)
+from esper.model import MorphogeneticModel
+from esper.seeds.gates import evaluate_gate
+from esper.seeds.slot import SeedSlot
+
+_FULL_ALPHA = 1.0
+AlgorithmField = int_enum(AlphaAlgorithm)
+_NEXT = {
+    SeedStage.GERMINATED: SeedStage.TRAINING,
+    SeedStage.TRAINING: SeedStage.BLENDING,
+    SeedStage.BLENDING: SeedStage.HOLDING,
+}
+_STATE_KEYS = frozenset(
+    {
+        "penalties",
+        "rotation_index",
+        "last_prune_epoch",
+        "last_decay_epoch",
+        "germinations",
+        "prunes",
+        "fossilizations",
+    }
+)
+
+
+class HeuristicConfig(StrictConfig):
+    """Thresholds of the heuristic; defaults are the reference's."""
+
+    # Field docstrings become field descriptions (shown by config errors and help).
+    model_config = ConfigDict(**StrictConfig.model_config, use_attribute_docstrings=True)
+
+    min_epoch_to_germinate: int = Field(default=5, ge=0)
+    """Germinate only once `signals.epoch >= min_epoch_to_germinate`."""
+    min_epochs_since_prune: int = Field(default=5, ge=0)
+    """Epochs that must pass after a prune this controller proposed before it germinates again."""
+    stable_epochs: int = Field(default=3, ge=1)
+    """The host counts as stabilised once this many consecutive epochs had a non-rising validation
+    loss with a relative improvement below `stable_rel_improvement` (latched: once seen, it stays)."""
+    stable_rel_improvement: float = Field(default=0.03, ge=0.0, allow_inf_nan=False)
+    """Relative val-loss drop per epoch, (previous - current) / previous, that still counts as stable."""
+    plateau_epochs: int = Field(default=3, ge=1)
+    """Germinate only after this many trailing epochs each gained less than `plateau_min_gain_points`."""
+    plateau_min_gain_points: float = Field(default=0.5, allow_inf_nan=False)
+    """Validation-accuracy gain per epoch (accuracy points) below which an epoch is on the plateau."""
+    prune_penalty: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
+    """Added to a blueprint's penalty each time a seed of it is pruned."""
+    penalty_decay: float = Field(default=0.5, gt=0.0, le=1.0)
+    """Every penalty is multiplied by this once per epoch (0.5: halved every epoch). With the default
+    decay, penalty and `min_epochs_since_prune`, one prune alone never reaches the skip threshold:
+    only prunes in quick succession (or a slower decay) make a blueprint skipped."""
+    penalty_skip_threshold: float = Field(default=3.0, gt=0.0, allow_inf_nan=False)
+    """A blueprint is skipped in the rotation while its penalty is at least this."""
+    max_live_experiments: int = Field(default=1, ge=1)
+    """Experimental seeds (GERMINATED..HOLDING) alive at once; the reference runs one at a time."""
+    blend_tempo: int = Field(default=5, ge=0)
+    """Epochs the alpha ramp takes once a seed starts BLENDING."""
+    alpha_algorithm: AlgorithmField = AlphaAlgorithm.ADD
+    """How germinated seeds are blended in."""
+    stall_epochs: int = Field(default=5, ge=1)
+    """A GERMINATED or TRAINING seed this many epochs in its stage is checked for a stall."""
+    stall_min_improvement_points: float = Field(default=-2.0, allow_inf_nan=False)
+    """A GERMINATED or TRAINING seed at least `stall_epochs` in its stage is pruned when the accuracy
+    gained since its stage started is below this (points)."""
+    fossilize_min_contribution_points: float = Field(default=0.5, allow_inf_nan=False)
+    """HOLDING: fossilize when the measured contribution is above this (points), prune otherwise.
+    A fossilize the G5 gate would refuse is not proposed: the seed waits in HOLDING instead."""
+    prune_if_total_improvement_below: float = Field(default=0.0, allow_inf_nan=False)
+    """HOLDING: prune a seed whose contribution is positive while the model's accuracy since the
+    seed's germination changed by less than this (points): the model leans on it without gaining."""
+    holding_min_epochs: int = Field(default=1, ge=1)
+    """Epochs in HOLDING (contribution measured at full alpha) before the seed is judged."""
+
+
+def relative_drop(previous: float, current: float) -> float:
+    """(previous - current) / |previous|; 0 for a zero previous loss that did not change."""
+    if previous == 0.0:
+        return 0.0 if current == 0.0 else math.inf
+    return (previous - current) / abs(previous)
+
+
+def host_stabilised(val_losses: tuple[float, ...], config: HeuristicConfig) -> bool:
+    """True once some run of `stable_epochs` consecutive epochs was stable (see HeuristicConfig)."""
+    streak = 0
+    for previous, current in itertools.pairwise(val_losses):
+        stable = current <= previous and relative_drop(previous, current) < config.stable_rel_improvement
+        streak = streak + 1 if stable else 0
+        if streak >= config.stable_epochs:
+            return True
+    return False
+
+
+def plateau_length(val_accuracies: tuple[float, ...], config: HeuristicConfig) -> int:
+    """Trailing epochs whose accuracy gain over the previous epoch was below the plateau threshold."""
+    length = 0
+    for i in range(len(val_accuracies) - 1, 0, -1):
+        if 100.0 * (val_accuracies[i] - val_accuracies[i - 1]) >= config.plateau_min_gain_points:
+            break
+        length += 1
+    return length
+
+
+class HeuristicController:
+    """Reference growth policy (SPEC "Heuristic (reference)"), driven by measured contributions."""
+
+    name = "heuristic"
+
+    def __init__(self, config: HeuristicConfig, blueprints: list[str], limits: GrowthLimits) -> None:
+        if not isinstance(config, HeuristicConfig):
+            raise ValueError(f"heuristic config: expected HeuristicConfig, got {type(config).__name__}")
+        check_blueprints(blueprints)
+        check_limits(limits)
+        self.config = config
+        self.blueprints = list(blueprints)
+        self.limits = limits
+        self.penalties: dict[str, float] = dict.fromkeys(self.blueprints, 0.0)
+        self.rotation_index = 0
+        self.last_prune_epoch: int | None = None
+        self.last_decay_epoch: int | None = None
+        self.germinations = 0
+        self.prunes = 0
+        self.fossilizations = 0
+
+    # ------------------------------------------------------------ deciding
+    def decide(self, signals: EpochSignals, model: object) -> Decision:
+        check_decide_args(signals, model)
+        assert isinstance(model, MorphogeneticModel)
+        self._decay_penalties(signals.epoch)
+        waiting: list[str] = []
+        live = [slot for slot in model.slots() if is_active(slot.stage)]
+        for slot in live:
+            decision = self._manage(slot, signals, model)
+            if decision.op != Op.WAIT:
+                return decision
+            waiting.append(decision.reason)
+        if len(live) >= self.config.max_live_experiments:
+            return _wait("; ".join(waiting))
+        germinate = self._germination(signals, model)
+        if germinate.op == Op.WAIT and waiting:
+            return _wait("; ".join([*waiting, germinate.reason]))
+        return germinate
+
+    def _manage(self, slot: SeedSlot, signals: EpochSignals, model: MorphogeneticModel) -> Decision:
+        """What one live experimental seed needs this epoch (WAIT if nothing)."""
+        state = slot.state
+        assert state is not None  # is_active implies a seed
+        sid, stage, metrics = slot.slot_id, state.stage, state.metrics
+        if slot.pending_prune_reason is not None:
+            return _wait(f"{sid}: scheduled prune in progress")
+        if stage in (SeedStage.GERMINATED, SeedStage.TRAINING):
+            gain = metrics.improvement_points()
+            if (
+                metrics.epochs_in_stage >= self.config.stall_epochs
+                and gain is not None
+                and gain < self.config.stall_min_improvement_points
+            ):
+                return self._prune(slot, signals, f"stalled in {stage.name}: {gain:+.2f} pt after "
+                                   f"{metrics.epochs_in_stage} epochs")
+            return self._advance(slot, model)
+        if stage == SeedStage.BLENDING:
+            # A partial target (set by someone else) would never pass G3: ramp on to full.
+            if slot.alpha.target != _FULL_ALPHA and _FULL_ALPHA in legal_alpha_targets(slot):
+                return Decision(
+                    Op.SET_ALPHA_TARGET,
+                    slot=sid,
+                    alpha_target=_FULL_ALPHA,
+                    alpha_steps=self.config.blend_tempo,
+                    reason=f"{sid}: blend rests at alpha {slot.alpha.alpha:.2f}; ramp to full",
+                )
+            return self._advance(slot, model)
+        return self._judge_holding(slot, signals, model)
+
+    def _advance(self, slot: SeedSlot, model: MorphogeneticModel) -> Decision:
+        sid = slot.slot_id
+        if slot_allows(model, sid, Op.ADVANCE, self.blueprints, self.limits):
+            return Decision(Op.ADVANCE, slot=sid, reason=f"{sid}: {slot.stage.name} gate passes, advance")
+        state = slot.state
+        assert state is not None
+        target = _NEXT[state.stage]
+        gate = evaluate_gate(target, state, slot.alpha, slot.gate_config)
+        return _wait(f"{sid}: {state.stage.name} waits for {gate.gate.name} ({gate.message})")
+
+    def _judge_holding(self, slot: SeedSlot, signals: EpochSignals, model: MorphogeneticModel) -> Decision:
+        state = slot.state
+        assert state is not None and state.stage == SeedStage.HOLDING
+        sid, metrics = slot.slot_id, state.metrics
+        if metrics.epochs_in_stage < self.config.holding_min_epochs:
+            held = f"{metrics.epochs_in_stage}/{self.config.holding_min_epochs}"
+            return _wait(f"{sid}: HOLDING {held} epochs before judging")
+        contribution = metrics.counterfactual_contribution
+        if contribution is None:
+            return _wait(f"{sid}: HOLDING, contribution not measured yet")
+        total = metrics.total_improvement_points()
+        if contribution > 0.0 and total is not None and total < self.config.prune_if_total_improvement_below:
+            return self._prune(slot, signals, f"contribution {contribution:+.2f} pt but accuracy since "
+                               f"germination {total:+.2f} pt")
+        if contribution <= self.config.fossilize_min_contribution_points:
+            return self._prune(slot, signals, f"contribution {contribution:+.2f} pt <= "
+                               f"{self.config.fossilize_min_contribution_points} pt")
+        if slot_allows(model, sid, Op.FOSSILIZE, self.blueprints, self.limits):
+            self.fossilizations += 1
+            why = f"{sid}: contribution {contribution:+.2f} pt: fossilize"
+            return Decision(Op.FOSSILIZE, slot=sid, reason=why)
+        gate = evaluate_gate(SeedStage.FOSSILIZED, state, slot.alpha, slot.gate_config)
+        return _wait(f"{sid}: contribution {contribution:+.2f} pt but G5 refuses ({gate.message})")
+
+    def _prune(self, slot: SeedSlot, signals: EpochSignals, why: str) -> Decision:
+        state = slot.state
+        assert state is not None
+        self.last_prune_epoch = signals.epoch
+        if state.blueprint in self.penalties:  # a seed planted by someone else may use another blueprint
+            self.penalties[state.blueprint] += self.config.prune_penalty
+        self.prunes += 1
+        return Decision(Op.PRUNE, slot=slot.slot_id, alpha_steps=0, reason=f"{slot.slot_id}: prune: {why}")
+
+    def _germination(self, signals: EpochSignals, model: MorphogeneticModel) -> Decision:
+        cfg, epoch = self.config, signals.epoch
+        if epoch < cfg.min_epoch_to_germinate:
+            return _wait(f"too early to germinate (epoch {epoch} < {cfg.min_epoch_to_germinate})")
+        if self.last_prune_epoch is not None and epoch - self.last_prune_epoch < cfg.min_epochs_since_prune:
+            since = epoch - self.last_prune_epoch
+            return _wait(f"{since}/{cfg.min_epochs_since_prune} epochs since the last prune")
+        if not host_stabilised(signals.val_loss_history, cfg):
+            return _wait("host not stabilised (validation loss still falling fast, or rising)")
+        plateau = plateau_length(signals.val_accuracy_history, cfg)
+        if plateau < cfg.plateau_epochs:
+            return _wait(f"no plateau ({plateau}/{cfg.plateau_epochs} epochs)")
+        for sid in legal_slots(model, Op.GERMINATE, self.blueprints, self.limits):
+            allowed = set(legal_blueprints(model, sid, self.blueprints, self.limits))
+            for offset in range(len(self.blueprints)):
+                position = (self.rotation_index + offset) % len(self.blueprints)
+                blueprint = self.blueprints[position]
+                if blueprint in allowed and self.penalties[blueprint] < cfg.penalty_skip_threshold:
+                    self.rotation_index = (position + 1) % len(self.blueprints)
+                    self.germinations += 1
+                    return Decision(
+                        Op.GERMINATE, slot=sid, blueprint=blueprint, alpha_algorithm=cfg.alpha_algorithm,
+                        blend_steps=cfg.blend_tempo, alpha_target=_FULL_ALPHA,
+                        reason=f"plateau of {plateau} epochs: germinate {blueprint} in {sid}",
+                    )
+        return _wait("plateau, but no free slot with an unpenalised blueprint within the limits")
+
+    def _decay_penalties(self, epoch: int) -> None:
+        """Decay once per elapsed epoch (a repeated epoch decays nothing)."""
+        if self.last_decay_epoch is not None and epoch > self.last_decay_epoch:
+            factor = self.config.penalty_decay ** (epoch - self.last_decay_epoch)
+            self.penalties = {bp: value * factor for bp, value in self.penalties.items()}
+        if self.last_decay_epoch is None or epoch > self.last_decay_epoch:
+            self.last_decay_epoch = epoch
+
+    # ------------------------------------------------------------ resuming
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "penalties": {bp: float(v) for bp, v in self.penalties.items()},
+            "rotation_index": self.rotation_index,
+            "last_prune_epoch": self.last_prune_epoch,
+            "last_decay_epoch": self.last_decay_epoch,
+            "germinations": self.germinations,
+            "prunes": self.prunes,
+            "fossilizations": self.fossilizations,
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        """Strict: every key must be present, known and well typed; nothing changes on error."""
+        where = "HeuristicController state"
+        if not isinstance(state, dict):
+            raise ValueError(f"{where}: expected a dict, got {type(state).__name__}")
+        missing, unknown = sorted(_STATE_KEYS - set(state)), sorted(set(state) - _STATE_KEYS)
+        if missing or unknown:
+            raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
+        penalties = state["penalties"]
+        if not isinstance(penalties, dict) or set(penalties) != set(self.blueprints):
+            found = sorted(penalties) if isinstance(penalties, dict) else type(penalties).__name__
+            expected = sorted(self.blueprints)
+            raise ValueError(f"{where}.penalties: expected a dict keyed by {expected}, got {found}")
+        for bp, value in penalties.items():
+            if type(value) is not float or not math.isfinite(value) or value < 0.0:
+                raise ValueError(f"{where}.penalties[{bp!r}]: expected a finite float >= 0, got {value!r}")
+        rotation = _count(state, "rotation_index", where)
+        if rotation >= len(self.blueprints):
+            raise ValueError(f"{where}.rotation_index: expected < {len(self.blueprints)}, got {rotation}")
+        last_prune = _epoch_or_none(state, "last_prune_epoch", where)
+        last_decay = _epoch_or_none(state, "last_decay_epoch", where)
+        germinations = _count(state, "germinations", where)
+        prunes = _count(state, "prunes", where)
+        fossilizations = _count(state, "fossilizations", where)
+        self.penalties = {bp: penalties[bp] for bp in self.blueprints}
+        self.rotation_index = rotation
+        self.last_prune_epoch, self.last_decay_epoch = last_prune, last_decay
+        self.germinations, self.prunes, self.fossilizations = germinations, prunes, fossilizations
+
+
+def _count(state: dict[str, object], key: str, where: str) -> int:
+    value = state[key]
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{where}.{key}: expected an int >= 0, got {value!r}")
+    return value
+
+
+def _epoch_or_none(state: dict[str, object], key: str, where: str) -> int | None:
+    return None if state[key] is None else _count(state, key, where)
+
+
+
+def _wait(reason: str) -> Decision:
+    # WAIT names no slot (fields that don't apply keep their defaults); the reason does.
+    return Decision(Op.WAIT, reason=reason)

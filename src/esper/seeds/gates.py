@@ -1,0 +1,105 @@
+"""Quality gates: may a seed move to its next stage?
+
+Each gate returns a GateResult naming every check that passed or failed.
+Permissive mode (for RL training) relaxes G2 to its epoch count.
+"""
+
+from __future__ import annotations
+
+import math
+
+from esper.contracts.config import StrictConfig
+from esper.contracts.gates import GateLevel, GateResult
+from esper.contracts.stages import SeedStage
+from esper.seeds.alpha_controller import AlphaController
+from esper.seeds.state import SeedState
+
+
+class GateConfig(StrictConfig):
+    """Gate thresholds; defaults are the reference's."""
+
+    permissive: bool = False
+    g2_min_epochs: int = 3
+    g2_min_improvement_points: float = 0.5
+    g2_min_gradient_ratio: float = 0.10
+    g3_min_epochs: int = 3  # strict mode only
+    g5_min_contribution_points: float = 1.0  # strict mode; permissive needs > 0
+
+
+GATE_FOR_TARGET: dict[SeedStage, GateLevel] = {
+    SeedStage.TRAINING: GateLevel.G1,
+    SeedStage.BLENDING: GateLevel.G2,
+    SeedStage.HOLDING: GateLevel.G3,
+    SeedStage.FOSSILIZED: GateLevel.G5,
+}
+
+
+class _Checks:
+    """Collects named checks and turns them into a GateResult."""
+
+    def __init__(self, gate: GateLevel) -> None:
+        self.gate = gate
+        self.passed: list[str] = []
+        self.failed: list[str] = []
+
+    def check(self, ok: bool, name: str) -> None:
+        (self.passed if ok else self.failed).append(name)
+
+    def result(self) -> GateResult:
+        total = len(self.passed) + len(self.failed)
+        score = len(self.passed) / total if total else 1.0
+        ok = not self.failed
+        message = "all checks passed" if ok else "failed: " + ", ".join(self.failed)
+        return GateResult(self.gate, ok, score, tuple(self.passed), tuple(self.failed), message)
+
+
+def evaluate_gate(
+    target: SeedStage, state: SeedState, alpha: AlphaController, config: GateConfig
+) -> GateResult:
+    """Evaluate the gate guarding the move of `state` to `target`."""
+    if target not in GATE_FOR_TARGET:
+        valid = ", ".join(s.name for s in GATE_FOR_TARGET)
+        raise ValueError(f"no gate guards a move to {SeedStage(target).name}; gated targets are {valid}")
+    gate = GATE_FOR_TARGET[target]
+    checks = _Checks(gate)
+    metrics = state.metrics
+    if gate is GateLevel.G1:
+        checks.check(state.stage == SeedStage.GERMINATED, "stage is GERMINATED")
+    elif gate is GateLevel.G2:
+        checks.check(
+            metrics.epochs_in_stage >= config.g2_min_epochs, f"epochs_in_stage >= {config.g2_min_epochs}"
+        )
+        if not config.permissive:
+            gain = metrics.improvement_points()
+            checks.check(
+                gain is not None and gain >= config.g2_min_improvement_points,
+                f"improvement >= {config.g2_min_improvement_points} pt"
+                + (" (never measured)" if gain is None else f" (was {gain:.2f})"),
+            )
+            ratio = metrics.gradient_ratio
+            checks.check(
+                ratio is not None and ratio >= config.g2_min_gradient_ratio,
+                f"gradient ratio >= {config.g2_min_gradient_ratio}"
+                + (" (never measured)" if ratio is None else f" (was {ratio:.3f})"),
+            )
+    elif gate is GateLevel.G3:
+        checks.check(alpha.at_target and alpha.target == 1.0, "alpha ramp finished at 1.0")
+        if not config.permissive:
+            checks.check(
+                metrics.epochs_in_stage >= config.g3_min_epochs, f"epochs_in_stage >= {config.g3_min_epochs}"
+            )
+    else:  # G5
+        contribution = metrics.counterfactual_contribution
+        threshold = 0.0 if config.permissive else config.g5_min_contribution_points
+        measured = contribution is not None
+        checks.check(measured, "contribution measured")
+        checks.check(
+            measured and contribution > threshold
+            if config.permissive
+            else measured and contribution >= threshold,
+            f"contribution {'>' if config.permissive else '>='} {threshold} pt",
+        )
+        grad = metrics.seed_gradient_norm
+        checks.check(grad is None or math.isfinite(grad), "seed gradients finite")
+        checks.check(state.stage == SeedStage.HOLDING, "stage is HOLDING")
+    return checks.result()

@@ -1,0 +1,484 @@
+"""SeedSlot: one place in the host where a seed can grow, and its lifecycle.
+
+Forward by stage (SPEC "Slot forward"):
+- no seed, GERMINATED, PRUNED, EMBARGOED, RESETTING: exactly the identity;
+- TRAINING: the seed sees `h.detach()` and joins by a straight-through term,
+  so the output value equals the host's and the host's gradients are
+  untouched, while the seed still learns from the task loss;
+- BLENDING / HOLDING / FOSSILIZED: the alpha-weighted blend operator. While
+  alpha < 1 the seed's input is detached (isolation); once alpha is 1 it is
+  not, so the host layers upstream of the slot keep learning through it.
+
+Every refused action raises `LifecycleError` before anything is changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from esper.blueprints import BlueprintRegistry, default_registry
+from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm, AlphaCurve, AlphaMode
+from esper.contracts.constants import EMBARGO_EPOCHS
+from esper.contracts.gates import GateLevel, GateResult
+from esper.contracts.shapes import SlotShape
+from esper.contracts.stages import SeedStage, is_active, is_valid_transition, seed_runs_in_forward
+from esper.seeds.alpha_controller import AlphaController, AlphaControllerError
+from esper.seeds.blending import AlphaTensorCache, BlendGate, blend, straight_through
+from esper.seeds.gates import GateConfig, evaluate_gate
+from esper.seeds.gradient_health import gradient_norm, gradient_ratio
+from esper.seeds.state import SeedMetrics, SeedState, StageRecord
+from esper.seeds.sync import distributed_active, sync_decision
+
+# Called with (slot_id, from_stage, to_stage, reason) on every transition.
+StageListener = Callable[["SeedSlot", SeedStage, SeedStage, str], None]
+# Called with every gate evaluation.
+GateListener = Callable[["SeedSlot", SeedStage, GateResult], None]
+
+_NEXT_STAGE = {
+    SeedStage.GERMINATED: SeedStage.TRAINING,
+    SeedStage.TRAINING: SeedStage.BLENDING,
+    SeedStage.BLENDING: SeedStage.HOLDING,
+    SeedStage.HOLDING: SeedStage.FOSSILIZED,
+}
+
+
+class LifecycleError(ValueError):
+    """An action the slot's current state does not allow; nothing was changed."""
+
+
+class SeedSlot(nn.Module):
+    def __init__(
+        self,
+        slot_id: str,
+        shape: SlotShape,
+        *,
+        gates: GateConfig | None = None,
+        registry: BlueprintRegistry | None = None,
+    ) -> None:
+        super().__init__()
+        self.slot_id = slot_id
+        self.shape = shape
+        self.gate_config = gates if gates is not None else GateConfig()
+        self.registry = registry if registry is not None else default_registry()
+        self.seed: nn.Module | None = None
+        self.blend_gate: BlendGate | None = None
+        self.state: SeedState | None = None
+        self.alpha = AlphaController()
+        self.tick = 0
+        self._alpha_cache = AlphaTensorCache()
+        self._forced_alpha: float | Tensor | None = None
+        # Set when a scheduled prune is ramping alpha down; pruned at alpha 0.
+        self.pending_prune_reason: str | None = None
+        self.stage_listeners: list[StageListener] = []
+        self.gate_listeners: list[GateListener] = []
+
+    # ------------------------------------------------------------------ views
+    @property
+    def stage(self) -> SeedStage:
+        return SeedStage.DORMANT if self.state is None else self.state.stage
+
+    @property
+    def is_free(self) -> bool:
+        return self.state is None
+
+    def seed_parameters(self) -> list[nn.Parameter]:
+        params: list[nn.Parameter] = []
+        for module in (self.seed, self.blend_gate):
+            if module is not None:
+                params.extend(module.parameters())
+        return params
+
+    def seed_param_count(self) -> int:
+        return sum(p.numel() for p in {id(p): p for p in self.seed_parameters()}.values())
+
+    def _require_state(self, action: str) -> SeedState:
+        if self.state is None:
+            raise LifecycleError(f"slot {self.slot_id}: cannot {action}: the slot is DORMANT (no seed)")
+        return self.state
+
+    # ---------------------------------------------------------------- forward
+    def _isolated(self) -> bool:
+        return self.alpha.alpha < 1.0
+
+    def _alpha_tensor(self, like: Tensor) -> Tensor:
+        forced = self._forced_alpha
+        if isinstance(forced, Tensor):
+            return forced
+        if forced is not None:
+            # Built apart from the cache, so the slot's own cached alpha survives force_alpha.
+            return torch.tensor(forced, device=like.device, dtype=like.dtype)
+        return self._alpha_cache.get(self.alpha.alpha, like.device, like.dtype)
+
+    def forward(self, h: Tensor) -> Tensor:
+        state = self.state
+        if state is None or not seed_runs_in_forward(state.stage):
+            return h
+        assert self.seed is not None  # a running stage always has a seed module
+        if state.stage == SeedStage.TRAINING:
+            return straight_through(h, self.seed(h.detach()))
+        unforced = self._forced_alpha is None
+        if unforced and self.alpha.alpha == 1.0 and state.alpha_algorithm is AlphaAlgorithm.ADD:
+            # lerp(h, s, 1) is exactly s and passes h no gradient: skipping it saves an
+            # elementwise op and its backward (~5% of a small CNN's training step).
+            seed_out = self.seed(h)
+            if seed_out.shape != h.shape:
+                raise ValueError(
+                    f"seed_out shape {tuple(seed_out.shape)} must equal host shape {tuple(h.shape)}"
+                )
+            return seed_out
+        seed_in = h.detach() if self._isolated() else h
+        seed_out = self.seed(seed_in)
+        return blend(state.alpha_algorithm, h, seed_out, seed_in, self._alpha_tensor(h), self.blend_gate)
+
+    @contextmanager
+    def force_alpha(self, value: float | Tensor) -> Iterator[None]:
+        """Temporarily evaluate with a different alpha (counterfactual evaluation).
+
+        `value` is a float or a per-sample tensor of shape (batch,). Refuses to
+        nest and refuses under distributed training, where ranks would diverge.
+        """
+        if self._forced_alpha is not None:
+            raise LifecycleError(f"slot {self.slot_id}: force_alpha does not nest")
+        if distributed_active():
+            raise LifecycleError(f"slot {self.slot_id}: force_alpha is not allowed under torch.distributed")
+        state = self._require_state("force alpha")
+        if not seed_runs_in_forward(state.stage):
+            raise LifecycleError(
+                f"slot {self.slot_id}: force_alpha needs a seed in forward, stage is {state.stage.name}"
+            )
+        if isinstance(value, Tensor):
+            if not value.dtype.is_floating_point or value.dim() > 1:
+                raise LifecycleError(
+                    f"slot {self.slot_id}: force_alpha tensor must be a floating 0-dim or (batch,) tensor, "
+                    f"got dtype {value.dtype} and shape {tuple(value.shape)}"
+                )
+        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+            raise LifecycleError(
+                f"slot {self.slot_id}: force_alpha value must be a number in [0, 1], got {value!r}"
+            )
+        self._forced_alpha = value
+        try:
+            yield
+        finally:
+            self._forced_alpha = None
+
+    # -------------------------------------------------------------- lifecycle
+    def _transition(self, target: SeedStage, reason: str) -> None:
+        state = self.state
+        assert state is not None
+        source = state.stage
+        if not is_valid_transition(source, target):
+            raise LifecycleError(
+                f"slot {self.slot_id}: {source.name} -> {target.name} is not a valid transition"
+            )
+        state.previous_stage = source
+        state.stage = target
+        state.metrics.epochs_in_stage = 0
+        state.metrics.accuracy_at_stage_start = state.metrics.current_accuracy
+        state.history.append(StageRecord(stage=target, tick=self.tick, reason=reason))
+        for listener in self.stage_listeners:
+            listener(self, source, target, reason)
+
+    def germinate(
+        self,
+        blueprint: str,
+        *,
+        alpha_algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD,
+        blend_steps: int = 5,
+        alpha_target: float = 1.0,
+        device: torch.device | str | None = None,
+    ) -> GateResult:
+        """G0: validate everything, probe the seed's shape, then plant it."""
+        if self.state is not None:
+            raise LifecycleError(
+                f"slot {self.slot_id}: cannot germinate: stage is {self.state.stage.name}, not DORMANT"
+            )
+        if not isinstance(alpha_algorithm, AlphaAlgorithm):
+            raise LifecycleError(
+                f"slot {self.slot_id}: alpha_algorithm must be an AlphaAlgorithm, got {alpha_algorithm!r}"
+            )
+        if alpha_target not in ALPHA_TARGETS:
+            raise LifecycleError(
+                f"slot {self.slot_id}: alpha_target must be one of {ALPHA_TARGETS}, got {alpha_target!r}"
+            )
+        if not isinstance(blend_steps, int) or blend_steps < 0:
+            raise LifecycleError(f"slot {self.slot_id}: blend_steps must be an int >= 0, got {blend_steps!r}")
+        try:
+            seed = self.registry.create(blueprint, self.shape)
+        except ValueError as error:
+            raise LifecycleError(f"slot {self.slot_id}: {error}") from error
+        probe = _shape_probe(self.shape)
+        with torch.no_grad():
+            out = seed(probe)
+        if out.shape != probe.shape:
+            raise LifecycleError(
+                f"slot {self.slot_id}: blueprint {blueprint!r} changed the shape "
+                f"{tuple(probe.shape)} -> {tuple(out.shape)}"
+            )
+        gate = None
+        if alpha_algorithm == AlphaAlgorithm.GATE:
+            gate = BlendGate(self.shape.width, channel_dim=1 if self.shape.topology == "cnn" else -1)
+        if device is not None:
+            seed = seed.to(device)
+            gate = gate.to(device) if gate is not None else None
+        self.seed = seed
+        self.blend_gate = gate
+        self.alpha = AlphaController()
+        self._alpha_cache.invalidate()
+        self.pending_prune_reason = None
+        self.state = SeedState(
+            blueprint=blueprint,
+            alpha_algorithm=alpha_algorithm,
+            stage=SeedStage.DORMANT,
+            previous_stage=SeedStage.UNKNOWN,
+            blend_steps=blend_steps,
+            alpha_target=alpha_target,
+            history=[],
+            metrics=SeedMetrics(),
+        )
+        self._transition(SeedStage.GERMINATED, f"germinate {blueprint}")
+        self.state.metrics.accuracy_at_germination = self.state.metrics.current_accuracy
+        return GateResult(GateLevel.G0, True, 1.0, ("blueprint known", "shape preserved"), (), "germinated")
+
+    def advance(self, target: SeedStage | None = None) -> GateResult:
+        """Try to move to the next stage (or `target`); the gate decides.
+
+        The gate decision goes through the distributed sync point so every rank
+        takes rank 0's decision. A failed gate changes nothing.
+        """
+        state = self._require_state("advance")
+        if self.pending_prune_reason is not None:
+            raise LifecycleError(f"slot {self.slot_id}: cannot advance: a scheduled prune is in progress")
+        expected = _NEXT_STAGE.get(state.stage)
+        if expected is None:
+            raise LifecycleError(f"slot {self.slot_id}: cannot advance from {state.stage.name}")
+        if target is not None and target != expected:
+            raise LifecycleError(
+                f"slot {self.slot_id}: advance from {state.stage.name} goes to {expected.name}, not {target.name}"
+            )
+        result = sync_decision(evaluate_gate(expected, state, self.alpha, self.gate_config))
+        for listener in self.gate_listeners:
+            listener(self, expected, result)
+        if result.passed:
+            self._transition(expected, f"gate {result.gate.name} passed")
+            self._on_enter(expected)
+        return result
+
+    def _on_enter(self, stage: SeedStage) -> None:
+        state = self.state
+        assert state is not None
+        if stage == SeedStage.BLENDING:
+            self.alpha.retarget(state.alpha_target, state.blend_steps, AlphaCurve.LINEAR)
+
+    def fossilize(self) -> GateResult:
+        state = self._require_state("fossilize")
+        if state.stage != SeedStage.HOLDING:
+            raise LifecycleError(
+                f"slot {self.slot_id}: cannot fossilize from {state.stage.name}, only from HOLDING"
+            )
+        return self.advance(SeedStage.FOSSILIZED)
+
+    def set_alpha_target(
+        self, target: float, *, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, steepness: float = 12.0
+    ) -> None:
+        """Retarget the blend (BLENDING with the ramp at rest, or HOLDING -> BLENDING)."""
+        state = self._require_state("set the alpha target")
+        if state.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
+            raise LifecycleError(
+                f"slot {self.slot_id}: alpha target can change only in BLENDING or HOLDING, not {state.stage.name}"
+            )
+        if self.pending_prune_reason is not None:
+            raise LifecycleError(f"slot {self.slot_id}: cannot retarget during a scheduled prune")
+        if target not in ALPHA_TARGETS:
+            raise LifecycleError(
+                f"slot {self.slot_id}: alpha target must be one of {ALPHA_TARGETS}, got {target!r}"
+            )
+        if self.alpha.mode != AlphaMode.HOLD:
+            raise LifecycleError(
+                f"slot {self.slot_id}: alpha is still ramping ({self.alpha.mode.name}); retarget only from HOLD"
+            )
+        if state.stage == SeedStage.HOLDING and target == self.alpha.alpha:
+            raise LifecycleError(f"slot {self.slot_id}: alpha is already {target}")
+        try:
+            # retarget validates everything before it changes anything.
+            self.alpha.retarget(target, steps, curve, steepness)
+        except AlphaControllerError as error:
+            raise LifecycleError(f"slot {self.slot_id}: cannot retarget: {error}") from error
+        self._alpha_cache.invalidate()
+        state.alpha_target = target
+        if state.stage == SeedStage.HOLDING:
+            self._transition(SeedStage.BLENDING, f"alpha retarget to {target}")
+
+    def prune(
+        self, reason: str, *, steps: int = 0, curve: AlphaCurve = AlphaCurve.LINEAR, steepness: float = 12.0
+    ) -> None:
+        """Remove the seed. steps == 0: now. steps > 0: ramp alpha to 0 with the
+        seed frozen, then prune (only meaningful once alpha > 0)."""
+        state = self._require_state("prune")
+        if not is_active(state.stage):
+            raise LifecycleError(f"slot {self.slot_id}: cannot prune from {state.stage.name}")
+        if self.pending_prune_reason is not None:
+            raise LifecycleError(f"slot {self.slot_id}: a scheduled prune is already in progress")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise LifecycleError(f"slot {self.slot_id}: prune steps must be an int >= 0, got {steps!r}")
+        if steps == 0 or self.alpha.alpha == 0.0:
+            self._prune_now(reason)
+            return
+        # Plan the ramp on a copy: a bad curve or steepness must refuse before
+        # the seed is frozen or the running ramp is halted.
+        # A prune overrides a ramp in progress: ramp down from wherever alpha is.
+        ramp = AlphaController.from_dict(self.alpha.to_dict())
+        ramp.halt()
+        try:
+            ramp.retarget(0.0, steps, curve, steepness)
+        except AlphaControllerError as error:
+            raise LifecycleError(f"slot {self.slot_id}: cannot schedule the prune: {error}") from error
+        for param in self.seed_parameters():
+            param.requires_grad_(False)
+        self.alpha = ramp
+        self._alpha_cache.invalidate()
+        self.pending_prune_reason = reason
+
+    def _prune_now(self, reason: str) -> None:
+        state = self.state
+        assert state is not None
+        state.prune_reason = reason
+        self.seed = None
+        self.blend_gate = None
+        self.alpha = AlphaController()
+        self._alpha_cache.invalidate()
+        self.pending_prune_reason = None
+        self._transition(SeedStage.PRUNED, reason)
+
+    def step_epoch(self) -> None:
+        """One epoch tick: ramp alpha, count epochs, run the prune cooldown."""
+        self.tick += 1
+        state = self.state
+        if state is None:
+            return
+        stage = state.stage
+        state.metrics.epochs_in_stage += 1
+        if is_active(stage) or stage == SeedStage.FOSSILIZED:
+            state.metrics.epochs_total += 1
+        if stage in (SeedStage.BLENDING, SeedStage.HOLDING):
+            before = self.alpha.alpha
+            self.alpha.step()
+            if self.alpha.alpha != before:
+                self._alpha_cache.invalidate()
+            if self.pending_prune_reason is not None and self.alpha.at_target:
+                self._prune_now(self.pending_prune_reason)
+        elif stage == SeedStage.PRUNED:
+            self._transition(SeedStage.EMBARGOED, "embargo")
+        elif stage == SeedStage.EMBARGOED and state.metrics.epochs_in_stage >= EMBARGO_EPOCHS:
+            self._transition(SeedStage.RESETTING, "embargo over")
+        elif stage == SeedStage.RESETTING:
+            self._transition(SeedStage.DORMANT, "slot free")
+            self.state = None
+
+    # ------------------------------------------------------ checkpoint state
+    def lifecycle_state(self) -> dict:
+        """The lifecycle as primitives (weights travel in the model's state_dict)."""
+        return {
+            "tick": self.tick,
+            "pending_prune_reason": self.pending_prune_reason,
+            "alpha": self.alpha.to_dict(),
+            "seed_state": None if self.state is None else self.state.model_dump(),
+        }
+
+    def restore_lifecycle(self, state: dict) -> None:
+        """Rebuild the slot from `lifecycle_state()` output.
+
+        The seed module is recreated from its blueprint (and the blend gate for
+        GATE) with fresh weights; the caller loads the real ones through the
+        model's state_dict. A scheduled prune's seed is frozen again. Anything
+        malformed or inconsistent raises before the slot is changed.
+        """
+        where = f"slot {self.slot_id}: lifecycle state"
+        if not isinstance(state, dict):
+            raise LifecycleError(f"{where}: expected a dict, got {type(state).__name__}")
+        keys = {"tick", "pending_prune_reason", "alpha", "seed_state"}
+        if set(state) != keys:
+            raise LifecycleError(f"{where}: expected keys {sorted(keys)}, got {sorted(state)}")
+        tick, pending = state["tick"], state["pending_prune_reason"]
+        if type(tick) is not int or tick < 0:
+            raise LifecycleError(f"{where}: tick must be an int >= 0, got {tick!r}")
+        if pending is not None and not isinstance(pending, str):
+            raise LifecycleError(
+                f"{where}: pending_prune_reason must be str or None, got {type(pending).__name__}"
+            )
+        alpha = AlphaController.from_dict(state["alpha"])
+        seed_state = None if state["seed_state"] is None else SeedState.model_validate(state["seed_state"])
+        stage = SeedStage.DORMANT if seed_state is None else seed_state.stage
+        if seed_state is not None and stage in (SeedStage.UNKNOWN, SeedStage.DORMANT):
+            raise LifecycleError(f"{where}: a slot in stage {stage.name} stores seed_state None")
+        has_seed = is_active(stage) or stage == SeedStage.FOSSILIZED
+        if not has_seed and alpha.alpha != 0.0:
+            raise LifecycleError(
+                f"{where}: stage {stage.name} has no seed, so alpha must be 0, got {alpha.alpha}"
+            )
+        ramping_out = alpha.mode == AlphaMode.DOWN and alpha.target == 0.0
+        if pending is not None and not (stage in (SeedStage.BLENDING, SeedStage.HOLDING) and ramping_out):
+            raise LifecycleError(
+                f"{where}: a scheduled prune needs stage BLENDING or HOLDING with alpha ramping DOWN to 0, "
+                f"got stage {stage.name}, alpha mode {alpha.mode.name}, target {alpha.target}"
+            )
+        seed: nn.Module | None = None
+        gate: BlendGate | None = None
+        if has_seed:
+            assert seed_state is not None
+            try:
+                seed = self.registry.create(seed_state.blueprint, self.shape)
+            except ValueError as error:
+                raise LifecycleError(
+                    f"{where}: cannot rebuild blueprint {seed_state.blueprint!r}: {error}"
+                ) from error
+            if seed_state.alpha_algorithm == AlphaAlgorithm.GATE:
+                gate = BlendGate(self.shape.width, channel_dim=1 if self.shape.topology == "cnn" else -1)
+        if pending is not None:
+            for module in (seed, gate):
+                if module is not None:
+                    module.requires_grad_(False)
+        # Everything is checked and built: now change the slot.
+        self.seed = seed
+        self.blend_gate = gate
+        self.alpha = alpha
+        self._alpha_cache.invalidate()
+        self.state = seed_state
+        self.tick = tick
+        self.pending_prune_reason = pending
+
+    # ----------------------------------------------------------- measurements
+    def record_accuracy(self, accuracy: float) -> None:
+        """The model's validation accuracy (fraction) this epoch."""
+        if self.state is not None:
+            self.state.metrics.current_accuracy = accuracy
+            if self.state.metrics.accuracy_at_stage_start is None:
+                self.state.metrics.accuracy_at_stage_start = accuracy
+            if self.state.metrics.accuracy_at_germination is None:
+                self.state.metrics.accuracy_at_germination = accuracy
+
+    def record_contribution(self, contribution_points: float) -> None:
+        self._require_state("record a contribution").metrics.record_contribution(contribution_points)
+
+    def measure_gradients(self, host_gradient_norm: float | None) -> float | None:
+        """After backward: record the seed's gradient norm and seed/host ratio."""
+        if self.state is None or self.seed is None:
+            return None
+        seed_norm = gradient_norm(self.seed.parameters())
+        if seed_norm is None:
+            return None
+        self.state.metrics.seed_gradient_norm = seed_norm
+        ratio = gradient_ratio(seed_norm, host_gradient_norm)
+        self.state.metrics.gradient_ratio = ratio
+        return ratio
+
+
+def _shape_probe(shape: SlotShape) -> Tensor:
+    """A tiny input of the slot's layout, used to check a seed keeps the shape."""
+    if shape.topology == "cnn":
+        return torch.zeros((2, shape.width) + (4,) * shape.spatial_dims)
+    return torch.zeros((2, 4, shape.width))

@@ -1,0 +1,80 @@
+"""Persistent state of the seed in one slot: stage, history and metrics.
+
+These are strict pydantic models: what a checkpoint stores is exactly
+`model_dump()` (plain ints, floats, strings, lists), and reading validates
+every key and type (no `.get(key, default)`: seed 004, SLOT-1/SLOT-2).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.config import int_enum
+from esper.contracts.stages import SeedStage
+
+StageField = int_enum(SeedStage)
+AlgorithmField = int_enum(AlphaAlgorithm)
+
+
+class _Persisted(BaseModel):
+    # Mutable (the slot updates it every epoch); validated when built or loaded.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SeedMetrics(_Persisted):
+    """What has been measured about a seed. None means "never measured"."""
+
+    epochs_total: int = 0
+    epochs_in_stage: int = 0
+    # Validation accuracy (fraction) of the whole model when the seed entered its stage.
+    accuracy_at_stage_start: float | None = None
+    accuracy_at_germination: float | None = None
+    current_accuracy: float | None = None
+    # Accuracy points lost when this seed's alpha is forced to 0 (measured, never guessed).
+    counterfactual_contribution: float | None = None
+    contribution_velocity: float = 0.0
+    # Seed gradient norm / host gradient norm after backward.
+    gradient_ratio: float | None = None
+    seed_gradient_norm: float | None = None
+
+    def improvement_points(self) -> float | None:
+        """Accuracy gained since the stage started, in percentage points."""
+        if self.accuracy_at_stage_start is None or self.current_accuracy is None:
+            return None
+        return 100.0 * (self.current_accuracy - self.accuracy_at_stage_start)
+
+    def total_improvement_points(self) -> float | None:
+        if self.accuracy_at_germination is None or self.current_accuracy is None:
+            return None
+        return 100.0 * (self.current_accuracy - self.accuracy_at_germination)
+
+    def record_contribution(self, contribution: float) -> None:
+        """Velocity is an exponential average of the change (0.7 old + 0.3 new)."""
+        if self.counterfactual_contribution is not None:
+            delta = contribution - self.counterfactual_contribution
+            self.contribution_velocity = 0.7 * self.contribution_velocity + 0.3 * delta
+        self.counterfactual_contribution = contribution
+
+
+class StageRecord(_Persisted):
+    stage: StageField
+    tick: int  # the slot's step_epoch counter when the stage was entered
+    reason: str
+
+
+class SeedState(_Persisted):
+    """The seed occupying a slot (absent when the slot is DORMANT)."""
+
+    blueprint: str
+    alpha_algorithm: AlgorithmField
+    stage: StageField
+    previous_stage: StageField
+    # Epochs the alpha ramp takes when blending starts (the "tempo").
+    blend_steps: int
+    # Alpha the blend ramps to when BLENDING starts (0.5, 0.7 or 1.0).
+    alpha_target: float
+    history: list[StageRecord]
+    metrics: SeedMetrics
+    # Why the seed was pruned (None unless it was).
+    prune_reason: str | None = None

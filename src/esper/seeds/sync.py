@@ -1,0 +1,27 @@
+"""The one synchronisation point for lifecycle decisions.
+
+Under an initialised `torch.distributed` process group every rank must take
+the same lifecycle transition, even if local metrics differ (each rank sees
+other data). Rank 0 decides and broadcasts; elsewhere this is the identity.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+def distributed_active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def sync_decision(decision: T) -> T:
+    """Return rank 0's `decision` on every rank (a picklable primitive or dataclass)."""
+    if not distributed_active():
+        return decision
+    box: list[object] = [decision]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]  # type: ignore[return-value]

@@ -1,0 +1,113 @@
+"""The run configuration: one validated object, one place that reads config files.
+
+A config file (TOML or JSON) holds any subset of TrainConfig's fields, nested
+tables for the component configs. Unknown keys and wrong types are errors
+that name the key (`ConfigError`, exit status 2 on the command line).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from esper.contracts.config import StrictConfig
+from esper.seeds.gates import GateConfig
+
+
+class ConfigError(ValueError):
+    """A config file or option is malformed; the message names the key."""
+
+
+class GovernorConfig(StrictConfig):
+    """When to roll back (SPEC "Governor"). Losses compare against the epoch's train loss."""
+
+    enabled: bool = True
+    snapshot_every: int = Field(default=5, ge=1)
+    max_rollbacks: int = Field(default=3, ge=0)
+    # Loss stuck near ln(num_classes) (chance level) after this many epochs.
+    lobotomy_after_epochs: int = Field(default=10, ge=1)
+    lobotomy_tolerance: float = Field(default=0.02, ge=0)
+    divergence_window: int = Field(default=20, ge=3)
+    divergence_min_loss: float = 12.0
+    divergence_sigmas: float = 6.0
+    divergence_mean_ratio: float = 3.0
+    divergence_consecutive: int = Field(default=3, ge=1)
+
+
+class TrainConfig(StrictConfig):
+    """Everything a run depends on. Task defaults fill the fields left as None."""
+
+    task: str = "mnist1d"
+    controller: str = "heuristic"
+    seed: int = 0
+    epochs: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)
+    host_lr: float | None = Field(default=None, gt=0)
+    seed_lr: float | None = Field(default=None, gt=0)
+    max_seeds: int | None = Field(default=None, ge=0)
+    seed_budget_ratio: float | None = Field(default=None, ge=0)
+    grad_clip: float = Field(default=1.0, gt=0)
+    # Cap on training batches per epoch (None: the whole training set).
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    device: Literal["cpu", "cuda"] = "cpu"
+    data_dir: str | None = None
+    text_file: str | None = None
+    # Overrides of the task's host config, e.g. {"widths": [64, 128, 128]}.
+    host_overrides: dict[str, Any] = Field(default_factory=dict)
+    blueprints: list[str] | None = None
+    gates: GateConfig = Field(default_factory=GateConfig)
+    governor: GovernorConfig = Field(default_factory=GovernorConfig)
+    heuristic: dict[str, Any] = Field(default_factory=dict)
+    telemetry: list[Literal["console", "jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"]
+    )
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    """Turn pydantic's error list into 'key.path: problem' lines."""
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(root)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"{prefix}{key}: unknown key")
+        elif item["type"] == "missing":
+            lines.append(f"{prefix}{key}: missing required key")
+        else:
+            lines.append(
+                f"{prefix}{key}: {item['msg']} (got {type(item['input']).__name__} {item['input']!r})"
+            )
+    return "; ".join(lines)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML or JSON config file into a dict (not yet validated)."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"config file {path}: expected a .toml or .json file, got {path.suffix!r}")
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"config file {path} is not valid {path.suffix[1:].upper()}: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a table of settings, got {type(data).__name__}")
+    return data
+
+
+def build_config(
+    file_values: dict[str, Any], overrides: dict[str, Any], source: str = "config"
+) -> TrainConfig:
+    """Merge file values with command-line overrides (which win) and validate."""
+    merged = {**file_values, **{k: v for k, v in overrides.items() if v is not None}}
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {describe_validation_error(error)}") from error

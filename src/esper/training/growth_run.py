@@ -1,0 +1,354 @@
+"""GrowthRun: one growing-model training run, steppable one epoch at a time.
+
+    run = GrowthRun(config)
+    signals = run.train_epoch()        # train, validate, counterfactuals, governor, step_epoch
+    outcome = run.apply(decision)      # a controller's lifecycle action
+
+The CLI trainer, the vectorised RL environments and a gymnasium adapter all
+drive this same object.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from esper.contracts.actions import Op
+from esper.contracts.gates import GateResult
+from esper.contracts.stages import SeedStage
+from esper.control.decision import Decision, EpochSignals
+from esper.control.execute import Outcome, execute
+from esper.control.legality import GrowthLimits
+from esper.hosts import build_host
+from esper.model import MorphogeneticModel
+from esper.seeds.slot import SeedSlot
+from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
+from esper.telemetry import events as ev
+from esper.training.batches import epoch_batches, eval_mode, evaluate, loss_and_correct
+from esper.training.config import TrainConfig
+from esper.training.counterfactual import measure
+from esper.training.governor import Governor
+from esper.training.optimizers import OptimizerSet
+
+Emit = Callable[[ev.TelemetryEvent], None]
+
+
+class GovernorAbort(RuntimeError):
+    """Too many rollbacks: the run stops (a resumable checkpoint is written)."""
+
+
+def _ignore(_event: ev.TelemetryEvent) -> None:
+    return None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class GrowthRun:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        emit: Emit | None = None,
+        env: int | None = None,
+        splits: DataSplits | None = None,
+        model: MorphogeneticModel | None = None,
+    ) -> None:
+        """`model` is given when resuming (rebuilt from a checkpoint); otherwise
+        the task's host is built fresh."""
+        self.config = config
+        self.env = env
+        self._emit = emit or _ignore
+        self.task: Task = default_tasks().get(config.task)
+        defaults = self.task.defaults
+        self.epochs = config.epochs or defaults.epochs
+        self.batch_size = config.batch_size or defaults.batch_size
+        self.device = torch.device(config.device)
+        seed_everything(config.seed)
+        self.splits = splits if splits is not None else self.task.load_data(self._task_options())
+        if model is None:
+            host_config = {**self.task.host_config_for(self.splits), **config.host_overrides}
+            model = MorphogeneticModel(build_host(self.task.host_kind, host_config), gates=config.gates)
+        self.model = model.to(self.device)
+        self.blueprints = list(config.blueprints or self.task.default_blueprints)
+        host_params = self.model.param_counts().host
+        ratio = (
+            config.seed_budget_ratio if config.seed_budget_ratio is not None else defaults.seed_budget_ratio
+        )
+        self.limits = GrowthLimits(
+            max_seeds=config.max_seeds if config.max_seeds is not None else defaults.max_seeds,
+            max_added_params=int(ratio * host_params),
+        )
+        self.optimizers = OptimizerSet(
+            self.model,
+            kind=defaults.optimizer,
+            host_lr=config.host_lr or defaults.host_lr,
+            seed_lr=config.seed_lr or defaults.seed_lr,
+            momentum=defaults.momentum,
+            weight_decay=defaults.weight_decay,
+            grad_clip=config.grad_clip,
+        )
+        self.governor = Governor(config.governor, num_classes=self.splits.num_classes)
+        self.epoch = 0
+        self.history: dict[str, list[float]] = {
+            k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+        }
+        self._fossilized_this_epoch = False
+        for slot in self.model.slots():
+            slot.stage_listeners.append(self._on_stage_change)
+            slot.gate_listeners.append(self._on_gate)
+
+    def _task_options(self) -> TaskOptions:
+        c = self.config
+        return TaskOptions(
+            data_dir=Path(c.data_dir) if c.data_dir else None,
+            text_file=Path(c.text_file) if c.text_file else None,
+            seed=c.seed,
+        )
+
+    # --------------------------------------------------------------- telemetry
+    def emit(self, event_type: type[ev.TelemetryEvent], **fields: Any) -> None:
+        self._emit(event_type(epoch=self.epoch, env=self.env, **fields))
+
+    def _on_stage_change(self, slot: SeedSlot, source: SeedStage, target: SeedStage, reason: str) -> None:
+        blueprint = slot.state.blueprint if slot.state is not None else None
+        if target == SeedStage.FOSSILIZED:
+            self._fossilized_this_epoch = True
+        self.emit(
+            ev.SeedStageChanged,
+            slot=slot.slot_id,
+            blueprint=blueprint,
+            from_stage=source.name,
+            to_stage=target.name,
+            reason=reason,
+            alpha=slot.alpha.alpha,
+            seed_params=slot.seed_param_count(),
+        )
+
+    def _on_gate(self, slot: SeedSlot, target: SeedStage, result: GateResult) -> None:
+        self.emit(
+            ev.GateEvaluated,
+            slot=slot.slot_id,
+            gate=result.gate.name,
+            target_stage=target.name,
+            passed=result.passed,
+            score=result.score,
+            checks_passed=list(result.checks_passed),
+            checks_failed=list(result.checks_failed),
+            message=result.message,
+        )
+
+    def started_event(self, controller: str, versions: dict[str, str]) -> None:
+        self.emit(
+            ev.RunStarted,
+            task=self.config.task,
+            controller=controller,
+            seed=self.config.seed,
+            config=self.config.model_dump(mode="json"),
+            versions=versions,
+            slots=self.model.slot_ids(),
+            host_params=self.model.param_counts().host,
+        )
+
+    # ------------------------------------------------------------------ epoch
+    def _train_pass(self) -> tuple[float, float]:
+        self.model.train()
+        total_loss, correct, items = 0.0, 0, 0
+        batches = list(
+            epoch_batches(
+                self.splits.train,
+                self.batch_size,
+                seed=self.config.seed,
+                epoch=self.epoch,
+                max_batches=self.config.max_batches_per_epoch,
+                device=self.device,
+            )
+        )
+        for index, (xb, yb) in enumerate(batches):
+            self.optimizers.zero_grad()
+            loss, batch_correct = loss_and_correct(self.model(xb), yb)
+            if not torch.isfinite(loss):
+                return float("nan"), float("nan")
+            loss.backward()
+            if index == len(batches) - 1:
+                self.model.measure_gradients()
+            self.optimizers.step()
+            total_loss += float(loss.detach()) * yb.numel()
+            correct += int(batch_correct)
+            items += yb.numel()
+        return total_loss / items, correct / items
+
+    def train_epoch(self) -> EpochSignals:
+        """Train one epoch, validate, measure, let the governor act, tick the slots."""
+        self._fossilized_this_epoch = False
+        train_loss, train_accuracy = self._train_pass()
+        self.epoch += 1
+        verdict = self.governor.check(train_loss, self.epoch)
+        if verdict.rollback:
+            self._rollback(verdict.reason)
+            train_loss, train_accuracy = math.nan, math.nan
+        with eval_mode(self.model):
+            val = evaluate(self.model, self.splits.val, self.batch_size * 4, self.device)
+        for slot in self.model.slots():
+            slot.record_accuracy(val.accuracy)
+        self._measure_contributions()
+        if not verdict.rollback:
+            self.governor.maybe_snapshot(self.model, self.epoch, fossilized_now=False)
+        self.model.step_epoch()
+        self.optimizers.sync_with_model()
+        for key, value in (
+            ("train_loss", train_loss),
+            ("train_accuracy", train_accuracy),
+            ("val_loss", val.loss),
+            ("val_accuracy", val.accuracy),
+        ):
+            self.history[key].append(value)
+        self._emit_epoch_metrics()
+        return self.signals()
+
+    def _measure_contributions(self) -> None:
+        result = measure(self.model, self.splits.val, self.batch_size * 4, self.device)
+        for slot_id, contribution in result.contributions.items():
+            slot = self.model.slot(slot_id)
+            slot.record_contribution(contribution)
+            assert slot.state is not None
+            self.emit(
+                ev.ContributionMeasured,
+                slot=slot_id,
+                contribution=contribution,
+                velocity=slot.state.metrics.contribution_velocity,
+                interactions=result.interactions[slot_id],
+            )
+
+    def _rollback(self, reason: str) -> None:
+        pruned = self.governor.rollback(self.model, reason)
+        self.optimizers.reset_state()
+        action = "abort" if self.governor.exhausted else "rollback"
+        self.emit(
+            ev.GovernorAction,
+            action=action,
+            reason=reason,
+            rollbacks=self.governor.rollbacks,
+            pruned_slots=pruned,
+        )
+        if self.governor.exhausted:
+            raise GovernorAbort(
+                f"stopped after {self.governor.rollbacks} rollbacks (limit {self.config.governor.max_rollbacks}); "
+                f"last reason: {reason}"
+            )
+
+    def _emit_epoch_metrics(self) -> None:
+        counts = self.model.param_counts()
+        slots = {
+            r.slot: ev.SlotSnapshot(
+                stage=r.stage,
+                blueprint=r.blueprint,
+                alpha=r.alpha,
+                contribution=r.contribution,
+                epochs_in_stage=r.epochs_in_stage,
+            )
+            for r in self.model.reports().values()
+        }
+        self.emit(
+            ev.EpochMetrics,
+            train_loss=self.history["train_loss"][-1],
+            train_accuracy=self.history["train_accuracy"][-1],
+            val_loss=self.history["val_loss"][-1],
+            val_accuracy=self.history["val_accuracy"][-1],
+            host_params=counts.host,
+            seed_params=counts.seeds,
+            total_params=counts.total,
+            slots=slots,
+        )
+
+    def signals(self) -> EpochSignals:
+        counts = self.model.param_counts()
+        h = self.history
+        return EpochSignals(
+            epoch=self.epoch,
+            max_epochs=self.epochs,
+            train_loss=h["train_loss"][-1],
+            train_accuracy=h["train_accuracy"][-1],
+            val_loss=h["val_loss"][-1],
+            val_accuracy=h["val_accuracy"][-1],
+            host_params=counts.host,
+            seed_params=counts.seeds,
+            val_loss_history=tuple(h["val_loss"]),
+            val_accuracy_history=tuple(h["val_accuracy"]),
+            train_loss_history=tuple(h["train_loss"]),
+        )
+
+    # ---------------------------------------------------------------- actions
+    def apply(self, decision: Decision, controller: str) -> Outcome:
+        outcome = execute(self.model, decision, self.blueprints, self.limits)
+        self.optimizers.sync_with_model()
+        if self._fossilized_this_epoch:
+            self.governor.take_snapshot(self.model, self.epoch)
+        if decision.op != Op.WAIT or decision.reason:
+            self.emit(
+                ev.ControllerDecision,
+                controller=controller,
+                op=decision.op.name,
+                slot=decision.slot,
+                blueprint=decision.blueprint,
+                params=decision.params(),
+                executed=outcome.executed,
+                reason=outcome.reason,
+            )
+        return outcome
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= self.epochs
+
+    def test(self) -> tuple[float, float]:
+        with eval_mode(self.model):
+            result = evaluate(self.model, self.splits.test, self.batch_size * 4, self.device)
+        return result.loss, result.accuracy
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the model (the checkpoint layer stores the model)."""
+        py_version, py_state, py_gauss = random.getstate()
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        return {
+            "epoch": self.epoch,
+            "history": {k: list(v) for k, v in self.history.items()},
+            "optimizers": self.optimizers.state_dict(),
+            "governor": self.governor.state_dict(),
+            "rng": {
+                "python": [py_version, list(py_state), py_gauss],
+                "numpy": [
+                    np_name,
+                    torch.from_numpy(np_keys.astype(np.int64)),
+                    int(np_pos),
+                    int(np_has_gauss),
+                    float(np_gauss),
+                ],
+                "torch": torch.get_rng_state(),
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        expected = {"epoch", "history", "optimizers", "governor", "rng"}
+        if set(state) != expected:
+            raise ValueError(f"run state: expected keys {sorted(expected)}, got {sorted(state)}")
+        self.epoch = int(state["epoch"])
+        self.history = {k: [float(v) for v in values] for k, values in state["history"].items()}
+        self.optimizers.sync_with_model()
+        self.optimizers.load_state_dict(state["optimizers"])
+        self.governor.load_state_dict(state["governor"])
+        py_version, py_state, py_gauss = state["rng"]["python"]
+        random.setstate((py_version, tuple(py_state), py_gauss))
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["rng"]["numpy"]
+        np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+        torch.set_rng_state(state["rng"]["torch"])

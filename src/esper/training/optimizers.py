@@ -1,0 +1,89 @@
+"""The host optimizer plus one optimizer per seed, created at germination and
+dropped at prune; gradient clipping separately for the host and each seed."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from esper.model import MorphogeneticModel
+
+
+def _make(
+    kind: Literal["sgd", "adamw"], params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+class OptimizerSet:
+    def __init__(
+        self,
+        model: MorphogeneticModel,
+        *,
+        kind: Literal["sgd", "adamw"],
+        host_lr: float,
+        seed_lr: float,
+        momentum: float,
+        weight_decay: float,
+        grad_clip: float,
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.host_lr = host_lr
+        self.seed_lr = seed_lr
+        self.momentum = momentum
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.host = _make(kind, model.host_parameters(), host_lr, momentum, weight_decay)
+        self.seeds: dict[str, torch.optim.Optimizer] = {}
+        self.sync_with_model()
+
+    def sync_with_model(self) -> None:
+        """Create optimizers for new seeds, drop those of pruned ones."""
+        groups = self.model.seed_parameter_groups()
+        for slot_id in list(self.seeds):
+            if slot_id not in groups:
+                del self.seeds[slot_id]
+        for slot_id, params in groups.items():
+            if slot_id not in self.seeds:
+                # Momentum only for SGD; the reference trains seeds with SGD(lr, momentum 0.9).
+                self.seeds[slot_id] = _make(self.kind, params, self.seed_lr, self.momentum, 0.0)
+
+    def zero_grad(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        nn.utils.clip_grad_norm_(self.model.host_parameters(), self.grad_clip)
+        self.host.step()
+        for slot_id, optimizer in self.seeds.items():
+            params = [p for p in self.model.slot(slot_id).seed_parameters() if p.requires_grad]
+            if params:
+                nn.utils.clip_grad_norm_(params, self.grad_clip)
+                optimizer.step()
+
+    def reset_state(self) -> None:
+        """Forget momentum etc. (after a rollback the old state points the wrong way)."""
+        self.host = _make(
+            self.kind, self.model.host_parameters(), self.host_lr, self.momentum, self.weight_decay
+        )
+        self.seeds = {}
+        self.sync_with_model()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"host": self.host.state_dict(), "seeds": {k: o.state_dict() for k, o in self.seeds.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if set(state) != {"host", "seeds"}:
+            raise ValueError(f"optimizer state: expected keys ['host', 'seeds'], got {sorted(state)}")
+        if set(state["seeds"]) != set(self.seeds):
+            raise ValueError(
+                f"optimizer state: seed optimizers {sorted(state['seeds'])} do not match the model's seeds "
+                f"{sorted(self.seeds)}"
+            )
+        self.host.load_state_dict(state["host"])
+        for slot_id, optimizer in self.seeds.items():
+            optimizer.load_state_dict(state["seeds"][slot_id])

@@ -1,0 +1,125 @@
+"""`run_training`: the main job — grow a model on a task and write its outputs.
+
+Outputs in the run directory: events.jsonl (telemetry), checkpoint.pt
+(resumable, rewritten after every epoch so Ctrl-C loses at most the epoch in
+progress), summary.json (built from the events) and report.png.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import esper
+from esper.checkpoints.run_io import load_run, save_run
+from esper.control.registry import build_controller
+from esper.seeds.sync import sync_decision
+from esper.telemetry import events as ev
+from esper.telemetry.backends import build_backends
+from esper.telemetry.hub import Backend, TelemetryHub
+from esper.telemetry.replay import read_events
+from esper.training.config import TrainConfig
+from esper.training.growth_run import GovernorAbort, GrowthRun
+from esper.training.summary import summarize
+
+CHECKPOINT_NAME = "checkpoint.pt"
+EVENTS_NAME = "events.jsonl"
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.png"
+
+
+def versions() -> dict[str, str]:
+    return {"esper": esper.__version__, "torch": torch.__version__, "python": platform.python_version()}
+
+
+def _controller_for(run: GrowthRun) -> Any:
+    from esper.control.heuristic import HeuristicConfig
+
+    return build_controller(
+        run.config.controller,
+        blueprints=run.blueprints,
+        limits=run.limits,
+        seed=run.config.seed,
+        heuristic=HeuristicConfig(**run.config.heuristic),
+    )
+
+
+def run_training(
+    config: TrainConfig,
+    *,
+    out_dir: Path,
+    resume: Path | None = None,
+    stop_after: int | None = None,
+    extra_backends: list[Backend] | None = None,
+    render: bool = True,
+) -> dict[str, Any]:
+    """Train (or resume) one run; returns its summary.
+
+    `stop_after` ends the run after that many epochs in total, leaving a
+    resumable checkpoint (what Ctrl-C does, but at a chosen epoch).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(["jsonl", *config.telemetry]))
+    hub = TelemetryHub([*build_backends(names, out_dir), *(extra_backends or [])])
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    with hub:
+        if resume is not None:
+            saved = load_run(resume)
+            config = TrainConfig.model_validate(saved.config)
+            run = GrowthRun(config, emit=hub.emit, model=saved.model)
+            run.load_state_dict(saved.run_state)
+            controller = _controller_for(run)
+            controller.load_state_dict(saved.controller)
+            wall_before = saved.wall_seconds
+        else:
+            run = GrowthRun(config, emit=hub.emit)
+            controller = _controller_for(run)
+            run.started_event(controller.name, versions())
+            wall_before = 0.0
+        started = time.perf_counter()
+
+        def wall() -> float:
+            return wall_before + time.perf_counter() - started
+
+        def checkpoint() -> None:
+            save_run(
+                checkpoint_path,
+                config=config.model_dump(mode="json"),
+                model=run.model,
+                run_state=run.state_dict(),
+                controller=controller.state_dict(),
+                wall_seconds=wall(),
+            )
+
+        reason = "completed"
+        try:
+            while not run.finished:
+                signals = run.train_epoch()
+                decision = sync_decision(controller.decide(signals, run.model))
+                run.apply(decision, controller.name)
+                checkpoint()
+                if stop_after is not None and run.epoch >= stop_after and not run.finished:
+                    reason = f"stopped after epoch {run.epoch}"
+                    break
+        except GovernorAbort as error:
+            reason = f"governor abort: {error}"
+            checkpoint()
+        test_loss, test_accuracy = run.test()
+        final = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
+        if reason == "completed" or reason.startswith("governor"):
+            hub.emit(ev.RunFinished(epoch=run.epoch, summary=final, reason=reason))
+    summary = summarize(read_events(out_dir / EVENTS_NAME))
+    if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
+        summary.update(final)
+        summary["finish_reason"] = reason
+    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if render:
+        from esper.ui.report import render_report
+
+        render_report(read_events(out_dir / EVENTS_NAME), out_dir / REPORT_NAME)
+    return summary
