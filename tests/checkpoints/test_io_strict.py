@@ -218,7 +218,7 @@ class _Stage(enum.IntEnum):
         (np.zeros(2), "meta > hist", "got ndarray"),
         (torch.nn.Linear(1, 1), "meta > hist", "got Linear"),
         ([[1, b"raw"]], "meta > hist > [0] > [1]", "got bytes"),
-        ({3: 1}, "meta > hist > 3", "dict key: expected str, got int"),
+        ({3.5: 1}, "meta > hist > 3.5", "dict key: expected str or int, got float"),
     ],
 )
 def test_save_refuses_unreadable_values(tmp_path: Path, bad: object, where: str, got: str) -> None:

@@ -52,15 +52,18 @@ def load_run(path: Path) -> RunCheckpoint:
     body = {k: v for k, v in payload.items() if k in RUN_KEYS}
     missing = RUN_KEYS - set(body)
     if missing:
-        raise CheckpointError(f"{path}: run checkpoint: missing required key(s) {sorted(missing)}")
+        raise CheckpointError.many([(key, "missing required key") for key in sorted(missing)], file=path)
     for key in ("config", "run", "controller"):
         if not isinstance(body[key], dict):
-            raise CheckpointError(f"{path}: {key}: expected dict, got {type(body[key]).__name__}")
+            raise CheckpointError.at(key, f"expected dict, got {type(body[key]).__name__}", file=path)
     if not isinstance(body["wall_seconds"], float):
         raise CheckpointError(
             f"{path}: wall_seconds: expected float, got {type(body['wall_seconds']).__name__}"
         )
-    model = model_from_payload(body["model"], where="model")
+    try:
+        model = model_from_payload(body["model"], where="model")
+    except CheckpointError as error:
+        raise error.with_file(path) from None
     return RunCheckpoint(
         config=body["config"],
         model=model,

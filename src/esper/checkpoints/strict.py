@@ -157,6 +157,8 @@ def _problem(errors: list[dict[str, Any]], annotation: Any, is_key: bool) -> str
         # pydantic's own error record (not persisted data) has no "ctx" for e.g. finite_number.
         phrase = _CONSTRAINT_PHRASES[first["type"]].format(**first.get("ctx", {}))
         return f"{what + ': ' if what else ''}expected {phrase}, got {first['input']!r}"
+    if first["type"] == "value_error":  # a model's own consistency check: its message says what is wrong
+        return f"{what + ': ' if what else ''}{first['msg'].removeprefix('Value error, ')}"
     if annotation is not None:
         expected = describe_annotation(annotation)
     elif first["type"] in _TYPE_WORDS:

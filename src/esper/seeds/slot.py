@@ -395,7 +395,9 @@ class SeedSlot(nn.Module):
         The seed module is recreated from its blueprint (and the blend gate for
         GATE) with fresh weights; the caller loads the real ones through the
         model's state_dict. A scheduled prune's seed is frozen again. Anything
-        malformed or inconsistent raises before the slot is changed.
+        malformed or inconsistent raises a ValueError (LifecycleError, or
+        pydantic's ValidationError for a bad seed state or alpha) before the
+        slot is changed; `esper.checkpoints` validates first for path-named errors.
         """
         where = f"slot {self.slot_id}: lifecycle state"
         if not isinstance(state, dict):

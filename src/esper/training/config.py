@@ -54,6 +54,9 @@ class TrainConfig(StrictConfig):
     # Cap on training batches per epoch (None: the whole training set).
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
     device: Literal["cpu", "cuda"] = "cpu"
+    # CPU threads for torch. Our default hosts are small: one thread avoids
+    # oversubscription (measured: 2 threads on a busy 2-core box were ~50x slower).
+    threads: int = Field(default=1, ge=1)
     data_dir: str | None = None
     text_file: str | None = None
     # Overrides of the task's host config, e.g. {"widths": [64, 128, 128]}.

@@ -73,6 +73,7 @@ class GrowthRun:
         self.epochs = config.epochs or defaults.epochs
         self.batch_size = config.batch_size or defaults.batch_size
         self.device = torch.device(config.device)
+        torch.set_num_threads(config.threads)
         seed_everything(config.seed)
         self.splits = splits if splits is not None else self.task.load_data(self._task_options())
         if model is None:

@@ -1,0 +1,193 @@
+"""Model checkpoints: `save_model(model, path)` and `load_model(path)`.
+
+A model checkpoint is self-describing: the host's kind and config, the
+enabled slots, the gate config, each slot's lifecycle (primitives only) and
+the state_dict. Loading rebuilds the host, recreates every seed from its
+blueprint id and then loads the weights with `strict=True`; no user code has
+to re-germinate anything first. Reading is strict: one CheckpointError names
+every missing key, unknown key or wrong type by its path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from esper.blueprints import BlueprintRegistry
+from esper.checkpoints.errors import CheckpointError, join_path
+from esper.checkpoints.io import load_checkpoint, peek_format, save_checkpoint, split_header
+from esper.checkpoints.slot_state import all_required, restore_slot, slot_payload
+from esper.checkpoints.strict import validate
+from esper.contracts.schema import (
+    MODEL_CHECKPOINT_FORMAT,
+    MODEL_CHECKPOINT_VERSION,
+    RUN_CHECKPOINT_FORMAT,
+)
+from esper.hosts import HOST_KINDS, build_host
+from esper.model import MorphogeneticModel
+from esper.seeds.gates import GateConfig
+
+__all__ = ["ModelSection", "load_model", "model_from_payload", "model_payload", "save_model"]
+
+# The key under which a run checkpoint embeds the model layout.
+RUN_MODEL_KEY = "model"
+
+StoredGateConfig = all_required(GateConfig)
+
+
+class HostSection(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: str
+    # Checked by the host's own config class when the host is rebuilt.
+    config: dict[str, Any]
+
+
+class ModelSection(BaseModel):
+    """The model layout (in a model checkpoint, or under "model" in a run checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+
+    host: HostSection
+    slots: list[str]
+    gates: StoredGateConfig  # type: ignore[valid-type]
+    # Per slot; each entry is validated against SlotLifecycle with its own path.
+    seed_slots: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+
+def model_payload(model: MorphogeneticModel) -> dict[str, Any]:
+    """The model as primitives and tensors, ready for `save_checkpoint`.
+
+    The tensors are the model's own (no copy): write the payload before
+    training on, or clone them.
+    """
+    if not isinstance(model, MorphogeneticModel):
+        raise TypeError(f"model must be a MorphogeneticModel, got {type(model).__name__}")
+    host = model.host
+    kind = host.kind
+    if kind not in HOST_KINDS or HOST_KINDS[kind] is not type(host):
+        raise CheckpointError.at(
+            "host > kind",
+            f"host class {type(host).__name__} is not registered as kind {kind!r}, so loading could not "
+            f"rebuild it; register it with esper.hosts.register_host",
+        )
+    return {
+        "host": {"kind": kind, "config": host.config()},
+        "slots": model.slot_ids(),
+        "gates": model.gate_config.model_dump(),
+        "seed_slots": {slot.slot_id: slot_payload(slot) for slot in model.slots()},
+        "state_dict": dict(model.state_dict()),
+    }
+
+
+def save_model(model: MorphogeneticModel, path: str | os.PathLike[str]) -> None:
+    """Write a model checkpoint atomically (loads with torch.load(weights_only=True))."""
+    save_checkpoint(
+        model_payload(model), path, format=MODEL_CHECKPOINT_FORMAT, schema_version=MODEL_CHECKPOINT_VERSION
+    )
+
+
+def load_model(
+    path: str | os.PathLike[str], *, registry: BlueprintRegistry | None = None
+) -> MorphogeneticModel:
+    """Rebuild a MorphogeneticModel from a model checkpoint or from a run checkpoint's model.
+
+    `registry` must know every blueprint the checkpoint uses (default: the
+    process's default registry). Any problem raises one CheckpointError.
+    """
+    try:
+        data = load_checkpoint(path, format=MODEL_CHECKPOINT_FORMAT)
+        where = ""
+    except CheckpointError:
+        # A run checkpoint carries the same layout under "model"; anything else keeps the first error.
+        if peek_format(path) != RUN_CHECKPOINT_FORMAT:
+            raise
+        data = load_checkpoint(path, format=RUN_CHECKPOINT_FORMAT)
+        if RUN_MODEL_KEY not in data:
+            raise CheckpointError.at(RUN_MODEL_KEY, "missing required key", file=path) from None
+        data, where = data[RUN_MODEL_KEY], RUN_MODEL_KEY
+    else:
+        data = split_header(data)[1]
+    try:
+        return model_from_payload(data, where, registry=registry)
+    except CheckpointError as error:
+        raise error.with_file(path) from None
+
+
+def model_from_payload(
+    payload: object, where: str = "", *, registry: BlueprintRegistry | None = None
+) -> MorphogeneticModel:
+    """Rebuild the model from `model_payload` output; `where` prefixes every error path.
+
+    Building draws nothing from the global RNG (it runs under a forked RNG
+    state), so loading a model does not change what a training run does next.
+    """
+    section = validate(ModelSection, payload, where)
+    assert isinstance(payload, dict)  # validate() accepted it as a mapping
+    with torch.random.fork_rng(devices=[]):
+        model = _build(section, where, registry)
+        for slot_id in section.slots:
+            restore_slot(
+                model.slot(slot_id), payload["seed_slots"][slot_id], join_path(where, f"seed_slots.{slot_id}")
+            )
+    _load_weights(model, section.state_dict, join_path(where, "state_dict"))
+    return model
+
+
+def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None) -> MorphogeneticModel:
+    kind = section.host.kind
+    if kind not in HOST_KINDS:
+        raise CheckpointError.at(
+            join_path(where, "host", "kind"),
+            f"unknown host kind {kind!r}; known kinds: {', '.join(sorted(HOST_KINDS))}",
+        )
+    try:
+        host = build_host(kind, section.host.config)
+    except ValueError as error:
+        raise CheckpointError.at(join_path(where, "host", "config"), str(error)) from None
+    gates = GateConfig.model_validate(section.gates.model_dump())
+    try:
+        model = MorphogeneticModel(host, slots=section.slots, gates=gates, registry=registry)
+    except ValueError as error:
+        raise CheckpointError.at(join_path(where, "slots"), str(error)) from None
+    expected = set(section.slots)
+    stored = set(section.seed_slots)
+    problems = [
+        (join_path(where, f"seed_slots.{sid}"), "missing required key") for sid in sorted(expected - stored)
+    ]
+    problems += [
+        (join_path(where, f"seed_slots.{sid}"), f"unknown key (not one of the enabled slots {section.slots})")
+        for sid in sorted(stored - expected)
+    ]
+    if problems:
+        raise CheckpointError.many(problems)
+    return model
+
+
+def _load_weights(model: MorphogeneticModel, state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict(strict=True), after naming every missing, unexpected or mismatched tensor."""
+    expected = model.state_dict()
+    problems = [(join_path(where, key), "missing required key") for key in expected if key not in state_dict]
+    problems += [
+        (join_path(where, key), "unknown key (the rebuilt model has no such tensor)")
+        for key in state_dict
+        if key not in expected
+    ]
+    for key, tensor in state_dict.items():
+        if key in expected:
+            want = expected[key]
+            if tensor.shape != want.shape or tensor.dtype != want.dtype:
+                problems.append(
+                    (
+                        join_path(where, key),
+                        f"expected tensor of shape {tuple(want.shape)} and dtype {want.dtype}, "
+                        f"got shape {tuple(tensor.shape)} and dtype {tensor.dtype}",
+                    )
+                )
+    if problems:
+        raise CheckpointError.many(problems)
+    model.load_state_dict(state_dict, strict=True)
