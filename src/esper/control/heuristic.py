@@ -64,8 +64,12 @@ class HeuristicConfig(StrictConfig):
     min_epochs_since_prune: int = Field(default=5, ge=0)
     """Epochs that must pass after a prune this controller proposed before it germinates again."""
     stable_epochs: int = Field(default=3, ge=1)
-    """The host counts as stabilised once this many consecutive epochs had a non-rising validation
-    loss with a relative improvement below `stable_rel_improvement` (latched: once seen, it stays)."""
+    """The host counts as stabilised once this many consecutive epochs had a non-rising training
+    loss with a relative improvement below `stable_rel_improvement` (latched: once seen, it stays).
+    Training loss, not validation loss: on small validation sets the latter is too noisy to ever
+    fall monotonically for three epochs."""
+    stable_rise_tolerance: float = Field(default=0.01, ge=0.0, allow_inf_nan=False)
+    """A relative rise of the training loss up to this much still counts as "non-rising" (SGD noise)."""
     stable_rel_improvement: float = Field(default=0.03, ge=0.0, allow_inf_nan=False)
     """Relative val-loss drop per epoch, (previous - current) / previous, that still counts as stable."""
     plateau_epochs: int = Field(default=3, ge=1)
@@ -108,11 +112,14 @@ def relative_drop(previous: float, current: float) -> float:
     return (previous - current) / abs(previous)
 
 
-def host_stabilised(val_losses: tuple[float, ...], config: HeuristicConfig) -> bool:
+def host_stabilised(train_losses: tuple[float, ...], config: HeuristicConfig) -> bool:
     """True once some run of `stable_epochs` consecutive epochs was stable (see HeuristicConfig)."""
     streak = 0
-    for previous, current in itertools.pairwise(val_losses):
-        stable = current <= previous and relative_drop(previous, current) < config.stable_rel_improvement
+    for previous, current in itertools.pairwise(train_losses):
+        stable = (
+            current <= previous * (1.0 + config.stable_rise_tolerance)
+            and relative_drop(previous, current) < config.stable_rel_improvement
+        )
         streak = streak + 1 if stable else 0
         if streak >= config.stable_epochs:
             return True
@@ -249,8 +256,8 @@ class HeuristicController:
         if self.last_prune_epoch is not None and epoch - self.last_prune_epoch < cfg.min_epochs_since_prune:
             since = epoch - self.last_prune_epoch
             return _wait(f"{since}/{cfg.min_epochs_since_prune} epochs since the last prune")
-        if not host_stabilised(signals.val_loss_history, cfg):
-            return _wait("host not stabilised (validation loss still falling fast, or rising)")
+        if not host_stabilised(signals.train_loss_history, cfg):
+            return _wait("host not stabilised (training loss still falling fast, or rising)")
         plateau = plateau_length(signals.val_accuracy_history, cfg)
         if plateau < cfg.plateau_epochs:
             return _wait(f"no plateau ({plateau}/{cfg.plateau_epochs} epochs)")

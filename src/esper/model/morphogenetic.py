@@ -186,6 +186,15 @@ class MorphogeneticModel(nn.Module):
     ) -> None:
         self.slot(slot_id).set_alpha_target(target, steps=steps, curve=curve, steepness=steepness)
 
+    def proximal_penalty(self) -> Tensor | None:
+        """Sum of the TRAINING seeds' proximal terms from the last training forward (then cleared)."""
+        terms = []
+        for slot in self.slots():
+            if slot.proximal_penalty is not None:
+                terms.append(slot.proximal_penalty)
+                slot.proximal_penalty = None
+        return torch.stack(terms).sum() if terms else None
+
     def step_epoch(self) -> None:
         for slot in self.slots():
             slot.step_epoch()

@@ -38,6 +38,11 @@ StageListener = Callable[["SeedSlot", SeedStage, SeedStage, str], None]
 # Called with every gate evaluation.
 GateListener = Callable[["SeedSlot", SeedStage, GateResult], None]
 
+# The stages whose seed runs in forward, as a tuple: torch.compile (2.13) does not
+# guard on a stage tested with `in frozenset` inside a module's forward, so a
+# compiled model kept running the old stage's graph after a transition.
+_FORWARD_STAGES = tuple(stage for stage in SeedStage if seed_runs_in_forward(stage))
+
 _NEXT_STAGE = {
     SeedStage.GERMINATED: SeedStage.TRAINING,
     SeedStage.TRAINING: SeedStage.BLENDING,
@@ -73,6 +78,9 @@ class SeedSlot(nn.Module):
         self._forced_alpha: float | Tensor | None = None
         # Set when a scheduled prune is ramping alpha down; pruned at alpha 0.
         self.pending_prune_reason: str | None = None
+        # TRAINING only: mean squared distance of the seed's output from the identity in the
+        # last training forward (see forward); the training loop adds it to the loss.
+        self.proximal_penalty: Tensor | None = None
         self.stage_listeners: list[StageListener] = []
         self.gate_listeners: list[GateListener] = []
 
@@ -115,11 +123,21 @@ class SeedSlot(nn.Module):
 
     def forward(self, h: Tensor) -> Tensor:
         state = self.state
-        if state is None or not seed_runs_in_forward(state.stage):
+        if state is None or state.stage not in _FORWARD_STAGES:
             return h
         assert self.seed is not None  # a running stage always has a seed module
         if state.stage == SeedStage.TRAINING:
-            return straight_through(h, self.seed(h.detach()))
+            seed_in = h.detach()
+            if self._forced_alpha is None:
+                seed_out = self.seed(seed_in)
+                if self.training:
+                    # The straight-through signal alone never sees its own effect and drifts
+                    # without bound; the training loop adds this proximal term to the loss so
+                    # the seed learns a bounded step in the direction the task gradient asks for.
+                    self.proximal_penalty = (seed_out - seed_in).pow(2).mean()
+                return straight_through(h, seed_out)
+            # Counterfactual "what if it were blended in": G2 judges a TRAINING seed by it.
+            return blend(state.alpha_algorithm, h, self.seed(seed_in), seed_in, self._alpha_tensor(h), self.blend_gate)
         unforced = self._forced_alpha is None
         if unforced and self.alpha.alpha == 1.0 and state.alpha_algorithm is AlphaAlgorithm.ADD:
             # lerp(h, s, 1) is exactly s and passes h no gradient: skipping it saves an
@@ -462,6 +480,10 @@ class SeedSlot(nn.Module):
                 self.state.metrics.accuracy_at_stage_start = accuracy
             if self.state.metrics.accuracy_at_germination is None:
                 self.state.metrics.accuracy_at_germination = accuracy
+
+    def record_projected_contribution(self, contribution_points: float) -> None:
+        """TRAINING: accuracy points the seed would add if blended in at alpha 1."""
+        self._require_state("record a projected contribution").metrics.projected_contribution = contribution_points
 
     def record_contribution(self, contribution_points: float) -> None:
         self._require_state("record a contribution").metrics.record_contribution(contribution_points)

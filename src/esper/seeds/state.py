@@ -34,6 +34,9 @@ class SeedMetrics(_Persisted):
     # Accuracy points lost when this seed's alpha is forced to 0 (measured, never guessed).
     counterfactual_contribution: float | None = None
     contribution_velocity: float = 0.0
+    # TRAINING only: accuracy points the seed would add if blended in at alpha 1
+    # (its output never reaches the model's in TRAINING, so this is what G2 judges).
+    projected_contribution: float | None = None
     # Seed gradient norm / host gradient norm after backward.
     gradient_ratio: float | None = None
     seed_gradient_norm: float | None = None

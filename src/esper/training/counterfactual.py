@@ -3,6 +3,7 @@
 All alpha settings are evaluated in ONE fused batched pass per validation
 batch (MorphogeneticModel.fused_forward):
 - "all": every seed as it is;
+- for each TRAINING seed: that seed blended in at alpha 1 (its projected gain, judged by G2);
 - for each seed with alpha > 0: that seed off (its contribution);
 - with 2-4 such seeds: all off, each seed alone, each pair alone — giving
   pairwise interactions I_ij = v({i,j}) - v({i}) - v({j}) + v({}).
@@ -29,6 +30,11 @@ class Counterfactuals:
     accuracy_all: float  # points
     contributions: dict[str, float]  # slot -> points lost when it is switched off
     interactions: dict[str, dict[str, float]]  # slot -> other slot -> I_ij
+    projected: dict[str, float]  # TRAINING slot -> points gained if blended in at alpha 1
+
+
+def training_slots(model: MorphogeneticModel) -> list[str]:
+    return [s.slot_id for s in model.slots() if s.stage == SeedStage.TRAINING]
 
 
 def measured_slots(model: MorphogeneticModel) -> list[str]:
@@ -40,9 +46,10 @@ def measured_slots(model: MorphogeneticModel) -> list[str]:
     ]
 
 
-def _settings(slots: list[str]) -> list[tuple[str, dict[str, float | None]]]:
+def _settings(slots: list[str], training: list[str]) -> list[tuple[str, dict[str, float | None]]]:
     """Named alpha settings; None means "the seed's own alpha", 0.0 means off."""
     settings: list[tuple[str, dict[str, float | None]]] = [("all", {})]
+    settings += [(f"on:{s}", {s: 1.0}) for s in training]
     settings += [(f"off:{s}", {s: 0.0}) for s in slots]
     if 2 <= len(slots) <= MAX_INTERACTION_SEEDS:
         off_all: dict[str, float | None] = {s: 0.0 for s in slots}
@@ -56,10 +63,11 @@ def measure(
     model: MorphogeneticModel, dataset: TensorDataset, batch_size: int, device: torch.device
 ) -> Counterfactuals:
     slots = measured_slots(model)
-    if not slots:
-        return Counterfactuals(accuracy_all=float("nan"), contributions={}, interactions={})
+    training = training_slots(model)
+    if not slots and not training:
+        return Counterfactuals(accuracy_all=float("nan"), contributions={}, interactions={}, projected={})
     own = {s: model.slot(s).alpha.alpha for s in slots}
-    named = _settings(slots)
+    named = _settings(slots, training)
     resolved = [{sid: own[sid] if a is None else a for sid, a in setting.items()} for _, setting in named]
     x, y = dataset.tensors
     correct = torch.zeros(len(named), dtype=torch.float64)
@@ -79,4 +87,7 @@ def measure(
             pair = value[f"only:{a}+{b}"] - value[f"only:{a}"] - value[f"only:{b}"] + value["none"]
             interactions[a][b] = pair
             interactions[b][a] = pair
-    return Counterfactuals(accuracy_all=value["all"], contributions=contributions, interactions=interactions)
+    projected = {s: value[f"on:{s}"] - value["all"] for s in training}
+    return Counterfactuals(
+        accuracy_all=value["all"], contributions=contributions, interactions=interactions, projected=projected
+    )

@@ -179,7 +179,9 @@ class GrowthRun:
             loss, batch_correct = loss_and_correct(self.model(xb), yb)
             if not torch.isfinite(loss):
                 return float("nan"), float("nan")
-            loss.backward()
+            proximal = self.model.proximal_penalty()
+            objective = loss if proximal is None else loss + self.config.training_proximal_weight * proximal
+            objective.backward()
             if index == len(batches) - 1:
                 self.model.measure_gradients()
             self.optimizers.step()
@@ -199,9 +201,9 @@ class GrowthRun:
             train_loss, train_accuracy = math.nan, math.nan
         with eval_mode(self.model):
             val = evaluate(self.model, self.splits.val, self.batch_size * 4, self.device)
+        self._measure_contributions()
         for slot in self.model.slots():
             slot.record_accuracy(val.accuracy)
-        self._measure_contributions()
         if not verdict.rollback:
             self.governor.maybe_snapshot(self.model, self.epoch, fossilized_now=False)
         self.model.step_epoch()
@@ -218,6 +220,8 @@ class GrowthRun:
 
     def _measure_contributions(self) -> None:
         result = measure(self.model, self.splits.val, self.batch_size * 4, self.device)
+        for slot_id, gain in result.projected.items():
+            self.model.slot(slot_id).record_projected_contribution(gain)
         for slot_id, contribution in result.contributions.items():
             slot = self.model.slot(slot_id)
             slot.record_contribution(contribution)

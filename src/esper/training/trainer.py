@@ -64,6 +64,10 @@ def run_training(
     resumable checkpoint (what Ctrl-C does, but at a chosen epoch).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if resume is None:
+        # A fresh run owns its directory's outputs: never append to an older run's events.
+        for name in (EVENTS_NAME, SUMMARY_NAME, CHECKPOINT_NAME, REPORT_NAME):
+            (out_dir / name).unlink(missing_ok=True)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
     hub = TelemetryHub([*build_backends(names, out_dir), *(extra_backends or [])])
     checkpoint_path = out_dir / CHECKPOINT_NAME

@@ -1,0 +1,119 @@
+"""The learned controller: a PPO agent's policy deciding one lifecycle action per epoch.
+
+It sees exactly what it saw in training (esper.rl.observations, normalised
+with the agent's frozen statistics), acts greedily (argmax) over the exact
+masks, and keeps its LSTM state across epochs; `state_dict` holds that state
+so a resumed run continues identically.
+
+Pairwise interactions reach the observation only through ContributionMeasured
+events: whoever runs the controller should pass every event of the run to
+`observe` (esper evaluate does). Without them the interaction features read
+"not measured", and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from esper.checkpoints.agent_io import AgentCheckpoint, AgentMismatchError, load_agent
+from esper.contracts.actions import FactoredAction
+from esper.control.baselines import check_blueprints, check_decide_args, check_limits
+from esper.control.decision import Decision, EpochSignals
+from esper.control.legality import GrowthLimits
+from esper.model import MorphogeneticModel
+from esper.rl.actions_decode import decode_action
+from esper.rl.masks import build_masks
+from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
+from esper.telemetry import events as ev
+from esper.training.counterfactual import measured_slots
+
+_STATE_KEYS = frozenset({"h", "c", "decisions"})
+
+
+class PolicyController:
+    name = "policy"
+
+    def __init__(self, checkpoint: AgentCheckpoint, blueprints: list[str], limits: GrowthLimits) -> None:
+        check_blueprints(blueprints)
+        check_limits(limits)
+        checkpoint.check_compatible(blueprints=list(blueprints))
+        self.checkpoint = checkpoint
+        self.blueprints = list(blueprints)
+        self.limits = limits
+        self.layout = ObservationLayout(tuple(checkpoint.meta.slot_ids), tuple(blueprints))
+        checkpoint.check_compatible(observation_signature=self.layout.signature())
+        self.policy = checkpoint.build_policy().eval()
+        self.normalizer = checkpoint.build_obs_normalizer()
+        self.state = self.policy.initial_state(1)
+        self.decisions = 0
+        self.tracker = InteractionTracker()
+        self._warned = False
+
+    def observe(self, event: ev.TelemetryEvent) -> None:
+        """Feed the run's telemetry (the interactions come from ContributionMeasured events)."""
+        self.tracker.observe(event)
+
+    def _interactions(self, signals: EpochSignals, model: MorphogeneticModel) -> dict[str, dict[str, float]]:
+        interactions = self.tracker.for_epoch(signals.epoch)
+        if not interactions and len(measured_slots(model)) >= 2 and not self._warned:
+            self._warned = True
+            warnings.warn(
+                "policy controller: no ContributionMeasured events were passed to observe(), so the "
+                "observation's seed interactions read 'not measured' (unlike in training)",
+                stacklevel=3,
+            )
+        return interactions
+
+    @torch.no_grad()
+    def decide(self, signals: EpochSignals, model: object) -> Decision:
+        check_decide_args(signals, model)
+        assert isinstance(model, MorphogeneticModel)
+        if tuple(model.slot_ids()) != self.layout.slot_ids:
+            raise AgentMismatchError(
+                f"policy controller: the model's slots {model.slot_ids()} differ from the agent's "
+                f"{list(self.layout.slot_ids)} (trained on task {self.checkpoint.meta.task!r})"
+            )
+        obs = build_observation(self.layout, signals, model, self.limits, self._interactions(signals, model))
+        obs = obs.unsqueeze(0)
+        if self.normalizer is not None:
+            obs = self.normalizer.normalize(obs)
+        masks = build_masks(model, self.blueprints, self.limits).apply(lambda t: t.unsqueeze(0))
+        out = self.policy.act(obs, self.state, masks, deterministic=True)
+        self.state = out.state
+        self.decisions += 1
+        action = FactoredAction.from_indices(out.actions[0].tolist())
+        return decode_action(action, self.layout.slot_ids, self.blueprints)
+
+    def state_dict(self) -> dict[str, object]:
+        h, c = self.state
+        return {"h": h.clone(), "c": c.clone(), "decisions": self.decisions}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        where = "PolicyController state"
+        if not isinstance(state, dict) or set(state) != _STATE_KEYS:
+            found = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{where}: expected keys {sorted(_STATE_KEYS)}, got {found}")
+        shape = tuple(self.state[0].shape)
+        for key in ("h", "c"):
+            value = state[key]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or value.dtype != torch.float32:
+                raise ValueError(f"{where}.{key}: expected a float32 tensor of shape {shape}")
+        decisions = state["decisions"]
+        if type(decisions) is not int or decisions < 0:
+            raise ValueError(f"{where}.decisions: expected an int >= 0, got {decisions!r}")
+        h, c = state["h"], state["c"]
+        assert isinstance(h, torch.Tensor) and isinstance(c, torch.Tensor)
+        self.state = (h.clone(), c.clone())
+        self.decisions = decisions
+
+
+def load_policy_controller(
+    path: str | Path, *, blueprints: list[str], limits: GrowthLimits, seed: int
+) -> PolicyController:
+    """The controller for `--controller policy:PATH`. `seed` is unused: argmax actions are deterministic."""
+    if type(seed) is not int or seed < 0:
+        raise ValueError(f"policy controller seed: expected an int >= 0, got {seed!r}")
+    return PolicyController(load_agent(path), blueprints, limits)
