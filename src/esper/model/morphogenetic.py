@@ -113,8 +113,19 @@ class MorphogeneticModel(nn.Module):
         named = sorted({sid for setting in alpha_settings for sid in setting})
         for sid in named:
             self.slot(sid)
-        stacked = x.repeat(k, *([1] * (x.dim() - 1)))
         dtype = next(self.host.parameters()).dtype
+        # Everything before the first slot that varies is the same for all K settings:
+        # compute it once, then replicate the features, not the input.
+        first = next(
+            (i for i, (_, slot) in enumerate(self._chain) if slot is not None and slot.slot_id in named),
+            len(self._chain),
+        )
+        h = self.host.stem(x)
+        for segment, slot in self._chain[:first]:
+            h = segment(h)
+            if slot is not None:
+                h = slot(h)
+        h = h.repeat(k, *([1] * (h.dim() - 1)))
         with ExitStack() as stack:
             for sid in named:
                 slot = self.seed_slots[sid]
@@ -123,7 +134,11 @@ class MorphogeneticModel(nn.Module):
                     [setting.get(sid, current) for setting in alpha_settings], dtype=dtype, device=x.device
                 )
                 stack.enter_context(slot.force_alpha(per_setting.repeat_interleave(batch)))
-            out = self(stacked)
+            for segment, slot in self._chain[first:]:
+                h = segment(h)
+                if slot is not None:
+                    h = slot(h)
+            out = self.host.head(h)
         return out.reshape(k, batch, *out.shape[1:])
 
     # ----------------------------------------------------------------- slots
