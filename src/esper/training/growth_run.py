@@ -72,6 +72,7 @@ class GrowthRun:
         defaults = self.task.defaults
         self.epochs = config.epochs or defaults.epochs
         self.batch_size = config.batch_size or defaults.batch_size
+        self.max_batches = config.max_batches_per_epoch or defaults.max_batches_per_epoch
         self.device = torch.device(config.device)
         torch.set_num_threads(config.threads)
         seed_everything(config.seed)
@@ -170,7 +171,7 @@ class GrowthRun:
                 self.batch_size,
                 seed=self.config.seed,
                 epoch=self.epoch,
-                max_batches=self.config.max_batches_per_epoch,
+                max_batches=self.max_batches,
                 device=self.device,
             )
         )
