@@ -34,14 +34,12 @@ VALID_TRANSITIONS: dict[SeedStage, frozenset[SeedStage]] = {
     SeedStage.RESETTING: frozenset({SeedStage.DORMANT}),
 }
 
-_RUNS_IN_FORWARD = frozenset(
-    {SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
-)
-_ACTIVE = frozenset(
-    {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING}
-)
-_FAILURE = frozenset({SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING})
-_TERMINAL = frozenset({SeedStage.FOSSILIZED})
+# Tuples, not sets: torch.compile guards `stage in tuple` inside a forward, but not
+# membership in a frozenset, so a compiled model would miss a stage change.
+_RUNS_IN_FORWARD = (SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED)
+_ACTIVE = (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING)
+_FAILURE = (SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING)
+_TERMINAL = (SeedStage.FOSSILIZED,)
 
 
 def is_valid_transition(source: SeedStage, target: SeedStage) -> bool:
