@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "esper.cli.blueprints_cmd",
     "esper.cli.audit_cmd",
     "esper.cli.export_cmd",
+    "esper.cli.compare_cmd",
     "esper.cli.bench_cmd",
 )
 
