@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from esper.telemetry.backends.jsonl import JsonlBackend
 from esper.telemetry.events import (
@@ -19,7 +20,7 @@ from esper.telemetry.events import (
     SlotSnapshot,
     TelemetryEvent,
 )
-from esper.ui.report import collect_timeline, render_report, render_report_from_file
+from esper.ui.report import build_figure, collect_timeline, render_report, render_report_from_file
 
 SLOTS = ["r0c0", "r0c1", "r0c2"]
 HOST_PARAMS = 20_000
@@ -203,3 +204,17 @@ def test_bad_output_path_and_non_events_are_refused(tmp_path: Path) -> None:
         render_report([events[0], {"type": "epoch_metrics"}], tmp_path / "x.png")  # type: ignore[list-item]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         render_report(events, tmp_path / "missing-dir" / "x.png")
+
+
+def test_blueprint_names_stay_inside_the_lanes_even_at_the_last_epoch() -> None:
+    plan = {"r0c2": [(1, "GERMINATED", "conv_heavy")], "r0c1": [(12, "GERMINATED", "attention")]}
+    figure = build_figure(collect_timeline(synthetic_run(plan, epochs=12)))
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw(renderer)
+    lanes = figure.axes[2]
+    box = lanes.get_window_extent(renderer)
+    names = {text.get_text(): text.get_window_extent(renderer) for text in lanes.texts}
+    assert sorted(names) == ["attention", "conv_heavy"]
+    for name, extent in names.items():
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1, f"{name} label leaves the lanes"
+    assert names["attention"].x1 <= lanes.transData.transform((12, 0))[0]  # drawn left of its start

@@ -28,7 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--stop-after", type=int, metavar="N", help="stop after N epochs, leaving a resumable checkpoint"
     )
-    parser.add_argument("--no-progress", action="store_true", help="no live display (plain log lines)")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no live display and no per-epoch lines (the outcome is still printed)",
+    )
     parser.set_defaults(func=handle)
 
 
@@ -63,9 +67,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.resume is not None and not args.resume.is_file():
         console.print(f"[red]esper train: --resume {args.resume}: no such file[/red]")
         return 2
-    out = args.out or (
-        args.resume.parent if args.resume else _default_out(config.task, config.controller, config.seed)
-    )
+    out = args.out or (args.resume.parent if args.resume else _default_out(config.task, config.controller, config.seed))
     from esper.tasks import default_tasks
 
     try:
@@ -87,9 +89,7 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"[red]esper train: {error}[/red]")
         return 2
     except KeyboardInterrupt:
-        console.print(
-            f"\n[yellow]interrupted: resume with  esper train --resume {out / 'checkpoint.pt'}[/yellow]"
-        )
+        console.print(f"\n[yellow]interrupted: resume with  esper train --resume {out / 'checkpoint.pt'}[/yellow]")
         return 130
     seeds = ", ".join(f"{s['slot']}:{s['blueprint']}→{s['outcome']}" for s in summary["seeds"]) or "none"
     print(

@@ -61,6 +61,9 @@ class HeuristicConfig(StrictConfig):
 
     min_epoch_to_germinate: int = Field(default=5, ge=0)
     """Germinate only once `signals.epoch >= min_epoch_to_germinate`."""
+    min_epochs_left_to_germinate: int = Field(default=10, ge=0)
+    """Do not germinate when fewer epochs remain: a seed needs about this long (G1, 3 TRAINING
+    epochs, the blend ramp, HOLDING) to be judged, and an unjudged seed only adds parameters."""
     min_epochs_since_prune: int = Field(default=5, ge=0)
     """Epochs that must pass after a prune this controller proposed before it germinates again."""
     stable_epochs: int = Field(default=3, ge=1)
@@ -73,9 +76,10 @@ class HeuristicConfig(StrictConfig):
     stable_rel_improvement: float = Field(default=0.03, ge=0.0, allow_inf_nan=False)
     """Relative val-loss drop per epoch, (previous - current) / previous, that still counts as stable."""
     plateau_epochs: int = Field(default=3, ge=1)
-    """Germinate only after this many trailing epochs each gained less than `plateau_min_gain_points`."""
+    """Germinate only after this many epochs without the best validation accuracy rising by
+    `plateau_min_gain_points`."""
     plateau_min_gain_points: float = Field(default=0.5, allow_inf_nan=False)
-    """Validation-accuracy gain per epoch (accuracy points) below which an epoch is on the plateau."""
+    """Rise of the best validation accuracy (accuracy points) that ends a plateau."""
     prune_penalty: float = Field(default=2.0, ge=0.0, allow_inf_nan=False)
     """Added to a blueprint's penalty each time a seed of it is pruned."""
     penalty_decay: float = Field(default=0.5, gt=0.0, le=1.0)
@@ -127,12 +131,22 @@ def host_stabilised(train_losses: tuple[float, ...], config: HeuristicConfig) ->
 
 
 def plateau_length(val_accuracies: tuple[float, ...], config: HeuristicConfig) -> int:
-    """Trailing epochs whose accuracy gain over the previous epoch was below the plateau threshold."""
+    """Epochs since the best validation accuracy last rose by at least the plateau threshold.
+
+    Compared with the best so far, not the previous epoch: on a small validation
+    set accuracy jitters by a few points, so epoch-to-epoch gains come and go by
+    chance and a plateau of "consecutive small gains" is rarely seen.
+    """
+    if not val_accuracies:
+        return 0
+    best = val_accuracies[0]
     length = 0
-    for i in range(len(val_accuracies) - 1, 0, -1):
-        if 100.0 * (val_accuracies[i] - val_accuracies[i - 1]) >= config.plateau_min_gain_points:
-            break
-        length += 1
+    for accuracy in val_accuracies[1:]:
+        if 100.0 * (accuracy - best) >= config.plateau_min_gain_points:
+            best = accuracy
+            length = 0
+        else:
+            length += 1
     return length
 
 
@@ -253,6 +267,9 @@ class HeuristicController:
         cfg, epoch = self.config, signals.epoch
         if epoch < cfg.min_epoch_to_germinate:
             return _wait(f"too early to germinate (epoch {epoch} < {cfg.min_epoch_to_germinate})")
+        left = signals.max_epochs - epoch
+        if left < cfg.min_epochs_left_to_germinate:
+            return _wait(f"too late to germinate ({left} epochs left < {cfg.min_epochs_left_to_germinate})")
         if self.last_prune_epoch is not None and epoch - self.last_prune_epoch < cfg.min_epochs_since_prune:
             since = epoch - self.last_prune_epoch
             return _wait(f"{since}/{cfg.min_epochs_since_prune} epochs since the last prune")

@@ -20,6 +20,7 @@ import torch
 
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMismatchError, load_agent
 from esper.contracts.actions import FactoredAction
+from esper.contracts.stages import SeedStage
 from esper.control.baselines import check_blueprints, check_decide_args, check_limits
 from esper.control.decision import Decision, EpochSignals
 from esper.control.legality import GrowthLimits
@@ -28,9 +29,9 @@ from esper.rl.actions_decode import decode_action
 from esper.rl.masks import build_masks
 from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
 from esper.telemetry import events as ev
-from esper.training.counterfactual import measured_slots
 
 _STATE_KEYS = frozenset({"h", "c", "decisions"})
+_JUDGED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
 
 class PolicyController:
@@ -58,7 +59,9 @@ class PolicyController:
 
     def _interactions(self, signals: EpochSignals, model: MorphogeneticModel) -> dict[str, dict[str, float]]:
         interactions = self.tracker.for_epoch(signals.epoch)
-        if not interactions and len(measured_slots(model)) >= 2 and not self._warned:
+        # GrowthRun measures interactions when 2-4 seeds in BLENDING/HOLDING have alpha > 0.
+        judged = [s for s in model.slots() if s.stage in _JUDGED and s.alpha.alpha > 0.0]
+        if not interactions and len(judged) >= 2 and not self._warned:
             self._warned = True
             warnings.warn(
                 "policy controller: no ContributionMeasured events were passed to observe(), so the "

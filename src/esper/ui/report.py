@@ -49,6 +49,7 @@ _LANE_HEIGHT = 0.72  # lanes sit at integer y; the rest is the gap between lanes
 _LEGEND_STAGES = [stage for stage in SeedStage if stage != SeedStage.UNKNOWN]
 # Stages without a seed in the slot: no alpha line is drawn there.
 _EMPTY_STAGES = frozenset({"UNKNOWN", "DORMANT", "EMBARGOED", "RESETTING"})
+_LABEL_ROOM = 0.1  # fraction of the epoch axis a blueprint name needs on its right
 _EVENT_MARKS = {"GERMINATED": "germinated", "FOSSILIZED": "fossilized", "PRUNED": "pruned"}
 
 
@@ -157,24 +158,25 @@ def build_figure(timeline: RunTimeline) -> Figure:
     lanes_axes.set_xlabel("epoch")
     for axes in (accuracy_axes, params_axes):
         axes.tick_params(labelbottom=False)
-    figure.suptitle(_title(timeline), fontsize=13, fontweight="bold")
+    figure.suptitle(_title(timeline), fontsize=14, fontweight="bold")
     return figure
 
 
 def _title(timeline: RunTimeline) -> str:
-    started, last = timeline.started, timeline.epochs[-1]
+    started = timeline.started
     accuracy = timeline.test_accuracy
     test = "n/a (run not finished)" if accuracy is None else f"{100 * accuracy:.2f}%"
+    return f"{started.task} · controller {started.controller} · seed {started.seed} · test accuracy {test}"
+
+
+def _details(timeline: RunTimeline) -> str:
+    last = timeline.epochs[-1]
     outcomes = [change.to_stage for change in timeline.stage_changes]
-    germinated = outcomes.count("GERMINATED")
-    details = (
-        f"{last.epoch} epochs · {last.total_params:,} params (host {last.host_params:,} + seeds "
-        f"{last.seed_params:,}) · seeds: {germinated} germinated, {outcomes.count('FOSSILIZED')} fossilized, "
-        f"{outcomes.count('PRUNED')} pruned · rollbacks {len(timeline.rollbacks)}"
-    )
     return (
-        f"{started.task} · controller {started.controller} · seed {started.seed} · test accuracy {test}\n"
-        f"{details}"
+        f"{last.epoch} epochs · {last.total_params:,} params (host {last.host_params:,} + seeds "
+        f"{last.seed_params:,}) · seeds: {outcomes.count('GERMINATED')} germinated, "
+        f"{outcomes.count('FOSSILIZED')} fossilized, {outcomes.count('PRUNED')} pruned · "
+        f"rollbacks {len(timeline.rollbacks)}"
     )
 
 
@@ -212,15 +214,15 @@ def _draw_accuracy(axes: Axes, timeline: RunTimeline) -> None:
         labels.append("governor rollback")
     axes.set_ylabel("accuracy (%)")
     axes.grid(True, alpha=0.3)
-    axes.set_title("accuracy", loc="left", fontsize=11)
+    axes.set_title(_details(timeline), loc="left", fontsize=10.5)
     axes.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
 
 
 def _compact(value: float, _position: object = None) -> str:
     if abs(value) >= 1e6:
-        return f"{value / 1e6:.1f}M"
+        return f"{value / 1e6:.1f}".removesuffix(".0") + "M"
     if abs(value) >= 1e3:
-        return f"{value / 1e3:.0f}k" if abs(value) >= 1e4 else f"{value / 1e3:.1f}k"
+        return f"{value / 1e3:.0f}k" if abs(value) >= 1e4 else f"{value / 1e3:.1f}".removesuffix(".0") + "k"
     return f"{value:.0f}"
 
 
@@ -265,9 +267,9 @@ def _draw_lane(axes: Axes, timeline: RunTimeline, slot: str, bottom: float) -> N
     xs: list[float] = []
     ys: list[float] = []
     for m in timeline.epochs:
-        snapshot = m.slots.get(slot)  # a slot absent from an epoch is simply not drawn there
-        if snapshot is None:
+        if slot not in m.slots:  # a slot absent from an epoch is simply not drawn there
             continue
+        snapshot = m.slots[slot]
         level = math.nan if snapshot.stage in _EMPTY_STAGES else bottom + snapshot.alpha * _LANE_HEIGHT
         xs.extend([m.epoch - 1, m.epoch])
         ys.extend([level, level])
@@ -282,14 +284,18 @@ def _draw_lanes(axes: Axes, timeline: RunTimeline) -> None:
     bottoms = {slot: float(len(timeline.slots) - 1 - row) for row, slot in enumerate(timeline.slots)}
     for slot, bottom in bottoms.items():
         _draw_lane(axes, timeline, slot, bottom)
+    last_epoch = timeline.epochs[-1].epoch
     label_box = {"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
     for change in timeline.stage_changes:
         if change.slot not in bottoms:
             continue
         bottom = bottoms[change.slot]
         if change.to_stage == "GERMINATED" and change.blueprint:
-            axes.text(change.epoch + 0.12, bottom + _LANE_HEIGHT / 2, change.blueprint, fontsize=8,
-                      ha="left", va="center", bbox=label_box, zorder=6)
+            # Near the right edge the name goes left of the start so it stays inside the lanes.
+            near_end = change.epoch > last_epoch - _LABEL_ROOM * max(last_epoch, 1)
+            x, align = (change.epoch - 0.12, "right") if near_end else (change.epoch + 0.12, "left")
+            axes.text(x, bottom + _LANE_HEIGHT / 2, change.blueprint, fontsize=8, ha=align, va="center",
+                      bbox=label_box, zorder=6)
         elif change.to_stage == "FOSSILIZED":
             axes.plot([change.epoch], [bottom + _LANE_HEIGHT], marker="*", markersize=13, zorder=7,
                       color=colors.stage_color("FOSSILIZED"), markeredgecolor="black", markeredgewidth=0.6)
