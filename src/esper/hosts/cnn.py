@@ -20,6 +20,7 @@ from esper.contracts.config import StrictConfig
 from esper.contracts.shapes import SlotShape
 from esper.contracts.slot_ids import format_slot_id
 from esper.hosts.registry import HostConfigError, register_host
+from esper.hosts.segmented import SegmentedHost
 
 # GroupNorm: as many groups as possible (at most this many) while every group
 # keeps at least _MIN_CHANNELS_PER_GROUP channels, the same rule as the CNN blueprints.
@@ -72,9 +73,7 @@ class ConvBlock(nn.Module):
         super().__init__()
         conv_class = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
         # A norm layer with its own shift makes the conv bias redundant.
-        self.conv = conv_class(
-            in_width, out_width, kernel_size, padding=kernel_size // 2, bias=(norm == "none")
-        )
+        self.conv = conv_class(in_width, out_width, kernel_size, padding=kernel_size // 2, bias=(norm == "none"))
         self.norm = _make_norm(norm, out_width, spatial_dims)
         self.pool = _make_pool(spatial_dims) if pool else nn.Identity()
 
@@ -97,7 +96,7 @@ def _make_pool(spatial_dims: int) -> nn.Module:
 
 
 @register_host("cnn")
-class CNNHost(nn.Module):
+class CNNHost(SegmentedHost):
     """Stack of conv blocks with a slot after each one (ids r0c0, r0c1, ...)."""
 
     kind: ClassVar[str]  # set by register_host
@@ -133,25 +132,6 @@ class CNNHost(nn.Module):
     def head(self, h: Tensor) -> Tensor:
         pooled = torch.flatten(h, 2).mean(dim=2)
         return self.classifier(self.head_dropout(pooled))
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.stem(x)
-        for segment in self.segments:
-            h = segment(h)
-        return self.head(h)
-
-    def slot_ids(self) -> list[str]:
-        return list(self._slot_shapes)
-
-    def slot_shape(self, slot_id: str) -> SlotShape:
-        if not isinstance(slot_id, str) or slot_id not in self._slot_shapes:
-            raise ValueError(
-                f"CNNHost: unknown slot id {slot_id!r}; valid ids: {', '.join(self._slot_shapes)}"
-            )
-        return self._slot_shapes[slot_id]
-
-    def config(self) -> dict[str, Any]:
-        return self.cfg.model_dump()
 
     def _expected_layout(self) -> str:
         channels = self.cfg.in_channels

@@ -56,9 +56,7 @@ def register_host(kind: str) -> Callable[[HostT], HostT]:
                 f"got {config_class!r}"
             )
         if kind in _HOST_KINDS:
-            raise ValueError(
-                f"register_host: kind {kind!r} is already registered to {_HOST_KINDS[kind].__name__}"
-            )
+            raise ValueError(f"register_host: kind {kind!r} is already registered to {_HOST_KINDS[kind].__name__}")
         cls.kind = kind  # type: ignore[attr-defined]
         _HOST_KINDS[kind] = cls
         return cls

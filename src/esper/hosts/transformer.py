@@ -10,7 +10,7 @@ embedding's own Parameter when `tie_weights`.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from esper.contracts.config import StrictConfig
 from esper.contracts.shapes import SlotShape
 from esper.contracts.slot_ids import format_slot_id
 from esper.hosts.registry import HostConfigError, register_host
+from esper.hosts.segmented import SegmentedHost
 
 _INIT_STD = 0.02
 _MLP_EXPANSION = 4
@@ -39,9 +40,7 @@ class GPTHostConfig(StrictConfig):
     @model_validator(mode="after")
     def _divisibility(self) -> GPTHostConfig:
         if self.d_model % self.n_heads:
-            raise HostConfigError(
-                "n_heads", f"must divide d_model={self.d_model}, got n_heads={self.n_heads}"
-            )
+            raise HostConfigError("n_heads", f"must divide d_model={self.d_model}, got n_heads={self.n_heads}")
         if self.n_layers % self.layers_per_segment:
             raise HostConfigError(
                 "layers_per_segment",
@@ -97,7 +96,7 @@ class TransformerBlock(nn.Module):
 
 
 @register_host("gpt")
-class GPTHost(nn.Module):
+class GPTHost(SegmentedHost):
     """Causal language model over (B, T) token ids; logits are (B, T, vocab_size)."""
 
     kind: ClassVar[str]  # set by register_host
@@ -114,10 +113,7 @@ class GPTHost(nn.Module):
         n_segments = cfg.n_layers // cfg.layers_per_segment
         self.segments = nn.ModuleList(
             nn.Sequential(
-                *(
-                    TransformerBlock(cfg.d_model, cfg.n_heads, cfg.dropout)
-                    for _ in range(cfg.layers_per_segment)
-                )
+                *(TransformerBlock(cfg.d_model, cfg.n_heads, cfg.dropout) for _ in range(cfg.layers_per_segment))
             )
             for _ in range(n_segments)
         )
@@ -147,35 +143,13 @@ class GPTHost(nn.Module):
         """Token ids (B, T), 1 <= T <= block_size -> embeddings (B, T, d_model)."""
         if idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(
-                f"GPTHost input: expected (B, T) int64 token ids, got shape {tuple(idx.shape)} "
-                f"of dtype {idx.dtype}"
+                f"GPTHost input: expected (B, T) int64 token ids, got shape {tuple(idx.shape)} of dtype {idx.dtype}"
             )
         seq = idx.shape[1]
         if not 1 <= seq <= self.cfg.block_size:
-            raise ValueError(
-                f"GPTHost input: sequence length T={seq} must be in 1..block_size={self.cfg.block_size}"
-            )
+            raise ValueError(f"GPTHost input: sequence length T={seq} must be in 1..block_size={self.cfg.block_size}")
         positions = torch.arange(seq, device=idx.device)
         return self.embed_dropout(self.token_embedding(idx) + self.position_embedding(positions))
 
     def head(self, h: Tensor) -> Tensor:
         return self.lm_head(self.final_norm(h))
-
-    def forward(self, idx: Tensor) -> Tensor:
-        h = self.stem(idx)
-        for segment in self.segments:
-            h = segment(h)
-        return self.head(h)
-
-    def slot_ids(self) -> list[str]:
-        return list(self._slot_shapes)
-
-    def slot_shape(self, slot_id: str) -> SlotShape:
-        if not isinstance(slot_id, str) or slot_id not in self._slot_shapes:
-            raise ValueError(
-                f"GPTHost: unknown slot id {slot_id!r}; valid ids: {', '.join(self._slot_shapes)}"
-            )
-        return self._slot_shapes[slot_id]
-
-    def config(self) -> dict[str, Any]:
-        return self.cfg.model_dump()
