@@ -20,6 +20,8 @@ COMMANDS: tuple[str, ...] = (
     "esper.cli.export_cmd",
     "esper.cli.compare_cmd",
     "esper.cli.bench_cmd",
+    "esper.cli.ppo_cmd",
+    "esper.cli.evaluate_cmd",
 )
 
 

@@ -6,7 +6,7 @@ softmax/entropy produce NaN (0 * -inf) as soon as a row is mostly masked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -16,6 +16,8 @@ from esper.contracts.actions import HEAD_CREDIT, HEADS, ActionSpace, Op
 
 # Plain (unconditional) per-head masks, in HEADS order.
 PLAIN_MASK_HEADS: tuple[str, ...] = ("style", "tempo", "alpha_target", "alpha_speed", "alpha_curve")
+# The op whose alpha_target choices depend on the chosen slot (alpha_target_by_slot).
+SLOT_CONDITIONAL_TARGET_OP = Op.SET_ALPHA_TARGET
 
 
 class MaskedCategorical:
@@ -87,7 +89,13 @@ class ActionMasks:
     op (*B, 6); slot_by_op (*B, 6, n_slots): the slots valid for each op;
     blueprint_by_slot (*B, n_slots, n_blueprints): blueprints valid in each slot
     (used for GERMINATE); one plain mask (*B, n) for each of style, tempo,
-    alpha_target, alpha_speed, alpha_curve. All bool.
+    alpha_target, alpha_speed, alpha_curve; alpha_target_by_slot
+    (*B, n_slots, n_targets): the targets valid in each slot, used instead of
+    the plain alpha_target mask when the op is SET_ALPHA_TARGET (a retarget's
+    legal targets depend on the slot's stage and current alpha). All bool.
+
+    alpha_target_by_slot may be omitted: it then defaults to the plain
+    alpha_target mask for every slot (a broadcast view of it).
     """
 
     op: Tensor
@@ -98,6 +106,21 @@ class ActionMasks:
     alpha_target: Tensor
     alpha_speed: Tensor
     alpha_curve: Tensor
+    alpha_target_by_slot: Tensor = None  # type: ignore[assignment]  # filled in by __post_init__
+
+    def __post_init__(self) -> None:
+        if self.alpha_target_by_slot is None:
+            if not isinstance(self.alpha_target, Tensor) or not isinstance(self.slot_by_op, Tensor):
+                raise ValueError("ActionMasks: alpha_target and slot_by_op must be tensors")
+            if self.alpha_target.dim() < 1 or self.slot_by_op.dim() < 1:
+                raise ValueError(
+                    f"ActionMasks: alpha_target {tuple(self.alpha_target.shape)} and slot_by_op "
+                    f"{tuple(self.slot_by_op.shape)} need a last (choice) dim"
+                )
+            n_slots = self.slot_by_op.shape[-1]
+            view = self.alpha_target.unsqueeze(-2)
+            expanded = view.expand(*view.shape[:-2], n_slots, view.shape[-1])
+            object.__setattr__(self, "alpha_target_by_slot", expanded)
 
     @classmethod
     def all_valid(
@@ -114,6 +137,7 @@ class ActionMasks:
             slot_by_op=ones(sizes["op"], sizes["slot"]),
             blueprint_by_slot=ones(sizes["slot"], sizes["blueprint"]),
             **{name: ones(sizes[name]) for name in PLAIN_MASK_HEADS},
+            alpha_target_by_slot=ones(sizes["slot"], sizes["alpha_target"]),
         )
 
     @property
@@ -167,6 +191,7 @@ class ActionMasks:
             "slot_by_op": (sizes["op"], sizes["slot"]),
             "blueprint_by_slot": (sizes["slot"], sizes["blueprint"]),
             **{name: (sizes[name],) for name in PLAIN_MASK_HEADS},
+            "alpha_target_by_slot": (sizes["slot"], sizes["alpha_target"]),
         }
         for name, tensor in self.tensors().items():
             if tensor.dtype != torch.bool:
@@ -187,10 +212,42 @@ class ActionMasks:
         no_blueprint = germ_slots & ~self.blueprint_by_slot.any(dim=-1)
         if bool(no_blueprint.any()):
             raise ValueError("ActionMasks: a slot is valid for GERMINATE but allows no blueprint")
+        target_op = SLOT_CONDITIONAL_TARGET_OP
+        retarget_slots = self.slot_by_op[..., target_op, :] & self.op[..., target_op, None]
+        if bool((retarget_slots & ~self.alpha_target_by_slot.any(dim=-1)).any()):
+            raise ValueError(f"ActionMasks: a slot is valid for {target_op.name} but allows no alpha target")
         for name in PLAIN_MASK_HEADS:
-            crediting = [int(op) for op in Op if name in HEAD_CREDIT[op]]
+            crediting = [
+                int(op)
+                for op in Op
+                if name in HEAD_CREDIT[op] and not (name == "alpha_target" and op == target_op)
+            ]
             needed = self.op[..., crediting].any(dim=-1)
             if bool((needed & ~getattr(self, name).any(dim=-1)).any()):
                 raise ValueError(
                     f"ActionMasks.{name}: no valid choice in a row where an op needing it is valid"
                 )
+
+
+def head_mask(masks: ActionMasks, name: str, rows: Tensor, chosen: Mapping[str, Tensor]) -> Tensor:
+    """The raw (B, n) mask of head `name`, given the heads already chosen per row.
+
+    `masks` has one leading batch dim; `chosen` maps earlier heads (HEADS
+    order) to their (B,) choices. Acting and re-scoring both call this, so
+    they always see the same masks.
+    """
+    needs = {"slot": ("op",), "blueprint": ("slot",), "alpha_target": ("op", "slot")}
+    missing = [head for head in needs.get(name, ()) if head not in chosen]
+    if missing:
+        raise ValueError(f"head_mask: head {name!r} needs the choices of {missing} first")
+    if name == "slot":
+        return masks.slot_by_op[rows, chosen["op"]]
+    if name == "blueprint":
+        return masks.blueprint_by_slot[rows, chosen["slot"]]
+    if name == "alpha_target":
+        by_slot = masks.alpha_target_by_slot[rows, chosen["slot"]]
+        conditional = (chosen["op"] == SLOT_CONDITIONAL_TARGET_OP).unsqueeze(-1)
+        return torch.where(conditional, by_slot, masks.alpha_target)
+    if name != "op" and name not in PLAIN_MASK_HEADS:
+        raise ValueError(f"head_mask: unknown head {name!r}; heads are {HEADS}")
+    return getattr(masks, name)

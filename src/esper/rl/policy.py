@@ -2,7 +2,8 @@
 
 obs -> Linear+LayerNorm+ReLU -> LSTM -> LayerNorm -> 8 actor heads + critic.
 Sampling is conditional: op first, then the slot from the slots valid for that
-op, then the blueprint from those valid in that slot, then the plain heads.
+op, then the blueprint from those valid in that slot, then the plain heads
+(alpha_target, under SET_ALPHA_TARGET, from the targets valid in that slot).
 Heads not credited for the chosen op (HEAD_CREDIT) are still sampled, so the
 action is complete, but add nothing to log-prob, entropy or the gradient.
 """
@@ -22,6 +23,7 @@ from esper.rl.distributions import (
     MaskedCategorical,
     credit_matrix,
     effective_mask,
+    head_mask,
 )
 from esper.rl.normalizers import check_state_keys
 
@@ -134,12 +136,7 @@ class RecurrentActorCritic(nn.Module):
         head_entropy: dict[str, Tensor] = {}
         credit = torch.ones(obs.shape[0], len(HEADS), dtype=torch.bool, device=obs.device)
         for name in HEADS:
-            if name == "slot":
-                raw_mask = masks.slot_by_op[rows, chosen["op"]]
-            elif name == "blueprint":
-                raw_mask = masks.blueprint_by_slot[rows, chosen["slot"]]
-            else:
-                raw_mask = getattr(masks, name)
+            raw_mask = head_mask(masks, name, rows, chosen)
             credited = credit[:, HEAD_INDEX[name]]
             dist = MaskedCategorical(self.actor_heads[name](features), effective_mask(raw_mask, credited))
             choice = dist.mode() if deterministic else dist.sample(generator)
@@ -200,17 +197,13 @@ class RecurrentActorCritic(nn.Module):
         flat_masks = masks.flatten_batch()
         rows = torch.arange(batch * steps, device=obs.device)
         credit = self._credit[flat_actions[:, HEAD_INDEX["op"]]]
+        stored = {name: flat_actions[:, HEAD_INDEX[name]] for name in HEADS}
 
         log_prob = torch.zeros(batch * steps, device=obs.device)
         entropy = torch.zeros(batch * steps, device=obs.device)
         head_log_probs: dict[str, Tensor] = {}
         for name in HEADS:
-            if name == "slot":
-                raw_mask = flat_masks.slot_by_op[rows, flat_actions[:, HEAD_INDEX["op"]]]
-            elif name == "blueprint":
-                raw_mask = flat_masks.blueprint_by_slot[rows, flat_actions[:, HEAD_INDEX["slot"]]]
-            else:
-                raw_mask = getattr(flat_masks, name)
+            raw_mask = head_mask(flat_masks, name, rows, stored)
             credited = credit[:, HEAD_INDEX[name]]
             dist = MaskedCategorical(self.actor_heads[name](features), effective_mask(raw_mask, credited))
             # where() rather than a 0 weight: 0 * (a huge negative log-prob) could still be NaN.

@@ -1,0 +1,142 @@
+"""`esper ppo`: learn a growth controller with PPO over many short training runs.
+
+Each round runs one episode (--episode-length host epochs) in each of --envs
+environments, spread over --workers processes, then updates the policy.
+Writes OUT/agent.pt (after every round), OUT/events.jsonl and OUT/learning.png.
+--rounds is the total: `--resume OUT/agent.pt --rounds 20` continues a
+10-round run for 10 more rounds, exactly as an uninterrupted 20-round run.
+A --config file (TOML or JSON) may set any PPORunConfig key (nested tables
+reward, ppo, policy, train); flags override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from esper.checkpoints.errors import CheckpointError
+from esper.training.config import ConfigError, read_config_file
+
+__all__ = ["format_round", "handle", "register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "ppo",
+        help="learn a growth controller with PPO",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", help="task name (default mnist1d-blind)")
+    parser.add_argument("--envs", type=int, help="environments per round (default 8)")
+    parser.add_argument("--rounds", type=int, help="total PPO rounds (default 10)")
+    parser.add_argument("--episode-length", type=int, help="host epochs per episode (default 25)")
+    parser.add_argument("--workers", type=int, help="environment worker processes; 0 = in this process (default 2)")
+    parser.add_argument("--seed", type=int, help="base seed (default 0)")
+    parser.add_argument("--reward", choices=["shaped", "simplified", "sparse"], help="reward mode (default shaped)")
+    parser.add_argument("--config", type=Path, help="TOML or JSON file of PPORunConfig keys; flags override it")
+    parser.add_argument("--out", type=Path, help="output directory (default: the --resume file's directory)")
+    parser.add_argument("--resume", type=Path, help="continue from an agent checkpoint (OUT/agent.pt)")
+    parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live display")
+    parser.set_defaults(func=handle)
+
+
+def _merged(args: argparse.Namespace, file_values: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(file_values)
+    flags = {
+        "task": args.task,
+        "envs": args.envs,
+        "rounds": args.rounds,
+        "episode_length": args.episode_length,
+        "workers": args.workers,
+        "seed": args.seed,
+    }
+    merged.update({key: value for key, value in flags.items() if value is not None})
+    if args.reward is not None:
+        # The flag sets one key inside the (optional) reward table of the file.
+        reward: Any = {}
+        if "reward" in merged:
+            reward = merged["reward"]
+        if not isinstance(reward, dict):
+            raise ConfigError(f"reward: expected a table of settings, got {type(reward).__name__}")
+        merged["reward"] = {**reward, "mode": args.reward}
+    return merged
+
+
+def format_round(stats: Any, total_rounds: int) -> str:
+    return (
+        f"round {stats.round + 1}/{total_rounds} · return {stats.mean_return:+.3f} · "
+        f"val acc {100 * stats.mean_final_val_accuracy:.2f}% · entropy {stats.entropy:.3f} · "
+        f"KL {stats.approx_kl:.4f} · clip {stats.clip_fraction:.3f} · "
+        f"expl var {stats.explained_variance:+.3f} · {stats.wall_seconds:.1f}s"
+    )
+
+
+def handle(args: argparse.Namespace) -> int:
+    from esper.checkpoints.agent_io import AgentMismatchError
+    from esper.rl.training import AGENT_NAME, PPORunConfig, config_error_message, train_ppo
+
+    err = Console(stderr=True, soft_wrap=True)
+    try:
+        file_values = read_config_file(args.config) if args.config else {}
+        config = PPORunConfig.model_validate(_merged(args, file_values))
+    except ConfigError as error:
+        err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
+        return 2
+    except ValidationError as error:
+        source = str(args.config) if args.config else "arguments"
+        err.print(f"[red]esper ppo: {source}: {config_error_message(error)}[/red]", highlight=False)
+        return 2
+    if args.resume is not None and not args.resume.is_file():
+        err.print(f"[red]esper ppo: --resume {args.resume}: no such file[/red]", highlight=False)
+        return 2
+    if args.out is None and args.resume is None:
+        err.print("[red]esper ppo: --out DIR is required (or --resume DIR/agent.pt)[/red]", highlight=False)
+        return 2
+    out: Path = args.out if args.out is not None else args.resume.parent
+    from esper.tasks import default_tasks
+
+    if config.task not in default_tasks():
+        err.print(f"[red]esper ppo: --task: unknown task {config.task!r}; "
+                  f"available: {', '.join(default_tasks().names())}[/red]", highlight=False)
+        return 2
+    live = sys.stdout.isatty() and not args.no_progress
+    progress = Progress(
+        TextColumn("[bold]esper ppo[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not live,
+    )
+    task_id = progress.add_task(config.task, total=config.rounds)
+    ran: list[int] = []
+
+    def on_round(stats: Any) -> None:
+        ran.append(stats.round)
+        line = format_round(stats, config.rounds)
+        if live:
+            progress.console.print(line, highlight=False)
+            progress.update(task_id, completed=stats.round + 1)
+        else:
+            print(line, flush=True)
+
+    try:
+        with progress:
+            history = train_ppo(config, out, resume=args.resume, on_round=on_round)
+    except (CheckpointError, AgentMismatchError) as error:
+        err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted: resume with  esper ppo --resume {out / AGENT_NAME} --rounds {config.rounds}")
+        return 130
+    if ran:
+        print(f"{len(history)} rounds done · outputs in {out}/", flush=True)
+    else:
+        print(f"nothing to do: the agent already completed {len(history)} of {config.rounds} rounds", flush=True)
+    return 0

@@ -1,0 +1,248 @@
+"""The PPO training loop over rounds: one round = one episode in each of K environments, then one update.
+
+Outputs in the run directory, rewritten after every round so an interrupted
+run loses at most the round in progress:
+  agent.pt      the agent (esper.checkpoints.agent_io), resumable bit-for-bit on CPU;
+  events.jsonl  RewardComputed per step (tagged with its env) and PpoUpdate per round;
+  learning.png  returns, accuracy, entropy and action mix over rounds.
+
+Env k's episode in round r uses seed `seed + r * K + k`; a resumed run resets
+its environments to the episode of its next round, which is exactly what the
+uninterrupted run's auto-reset produced.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
+from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
+from esper.contracts.config import StrictConfig
+from esper.rl.buffer import RolloutBuffer
+from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
+from esper.rl.learning_report import render_learning
+from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
+from esper.rl.policy import RecurrentActorCritic
+from esper.rl.ppo import PPOConfig, PPOTrainer
+from esper.rl.rewards import RewardConfig
+from esper.rl.vector_env import VectorGrowthEnv
+from esper.telemetry import events as ev
+from esper.telemetry.backends import build_backends
+from esper.telemetry.hub import TelemetryHub
+from esper.training.config import TrainConfig, describe_validation_error
+
+AGENT_NAME = "agent.pt"
+LEARNING_NAME = "learning.png"
+EVENT_TYPES: frozenset[str] = frozenset({"reward_computed", "governor_action"})
+# Settings that may change on resume without changing what is learned.
+RESUMABLE_CHANGES = frozenset({"rounds", "workers"})
+
+
+class PolicyShape(StrictConfig):
+    hidden: int = Field(128, ge=1)
+    lstm_hidden: int = Field(128, ge=1)
+    head_hidden: int = Field(64, ge=1)
+
+
+class PPORunConfig(StrictConfig):
+    task: str = "mnist1d-blind"
+    envs: int = Field(8, ge=1)
+    rounds: int = Field(10, ge=1)  # total rounds (a resumed run continues up to this many)
+    episode_length: int = Field(25, ge=1)
+    workers: int = Field(2, ge=0)  # 0: environments in this process
+    seed: int = Field(0, ge=0)
+    # TrainConfig fields for every environment's run (not task/seed/epochs/controller).
+    train: dict[str, Any] = Field(default_factory=dict)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    policy: PolicyShape = Field(default_factory=PolicyShape)
+
+    @field_validator("train")
+    @classmethod
+    def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = sorted((ENV_OWNED_KEYS | {"task"}) & set(value))
+        if owned:
+            raise ValueError(f"{owned} are set by the PPO run itself (use task, seed, episode_length)")
+        try:
+            TrainConfig.model_validate(value)
+        except ValidationError as error:
+            raise ValueError(describe_validation_error(error, prefix="train.")) from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PPORunConfig:
+        if self.reward.pbrs_gamma != self.ppo.gamma:
+            raise ValueError(
+                f"reward.pbrs_gamma ({self.reward.pbrs_gamma}) must equal ppo.gamma ({self.ppo.gamma}): "
+                "potential-based shaping is policy-invariant only with the learner's discount"
+            )
+        if self.ppo.n_minibatches > self.envs:
+            raise ValueError(f"ppo.n_minibatches ({self.ppo.n_minibatches}) must be <= envs ({self.envs})")
+        return self
+
+    def env_config(self) -> EnvConfig:
+        train = TrainConfig.model_validate({**self.train, "task": self.task})
+        return EnvConfig(train=train, episode_length=self.episode_length, reward=self.reward)
+
+
+def config_error_message(error: ValidationError) -> str:
+    """'key: problem' lines; validator messages lose pydantic's 'Value error, ' prefix."""
+    return describe_validation_error(error).replace("Value error, ", "")
+
+
+@dataclass(frozen=True)
+class RoundStats:
+    round: int
+    episodes: int
+    mean_return: float
+    mean_final_val_accuracy: float
+    mean_seed_params: float
+    mean_fossilized: float
+    entropy: float
+    approx_kl: float
+    clip_fraction: float
+    explained_variance: float
+    policy_loss: float
+    value_loss: float
+    action_mix: dict[str, float]
+    wall_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat floats for the PpoUpdate event."""
+        flat = {k: float(v) for k, v in self.to_dict().items() if k not in ("round", "action_mix")}
+        flat.update({f"action_share/{name}": share for name, share in self.action_mix.items()})
+        return flat
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _round_stats(
+    round_index: int,
+    returns: list[float],
+    episodes: list[dict[str, Any]],
+    metrics: dict[str, float],
+    buffer: RolloutBuffer,
+    wall: float,
+) -> RoundStats:
+    ops = buffer.actions[..., HEAD_INDEX["op"]].flatten()
+    counts = torch.bincount(ops, minlength=len(Op)).double()
+    mix = {op.name: float(counts[op] / counts.sum()) for op in Op}
+    return RoundStats(
+        round=round_index,
+        episodes=len(episodes),
+        mean_return=_mean(returns),
+        mean_final_val_accuracy=_mean([float(e["final_val_accuracy"]) for e in episodes]),
+        mean_seed_params=_mean([float(e["seed_params"]) for e in episodes]),
+        mean_fossilized=_mean([float(e["fossilized"]) for e in episodes]),
+        entropy=metrics["entropy"],
+        approx_kl=metrics["approx_kl"],
+        clip_fraction=metrics["clip_fraction"],
+        explained_variance=metrics["explained_variance"],
+        policy_loss=metrics["policy_loss"],
+        value_loss=metrics["value_loss"],
+        action_mix=mix,
+        wall_seconds=wall,
+    )
+
+
+def check_resume(checkpoint: AgentCheckpoint, config: PPORunConfig) -> None:
+    """The run being resumed must be the same run (only rounds and workers may change)."""
+    saved = checkpoint.meta.hyperparameters
+    current = config.model_dump(mode="json")
+    differing = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key not in RESUMABLE_CHANGES and (key not in saved or key not in current or saved[key] != current[key])
+    )
+    if differing:
+        def shown(values: dict[str, Any], key: str) -> str:
+            return repr(values[key]) if key in values else "(absent)"
+
+        details = "; ".join(f"{k}: saved {shown(saved, k)}, now {shown(current, k)}" for k in differing)
+        raise AgentMismatchError(f"cannot resume {checkpoint.path}: the run settings differ: {details}")
+
+
+def _new_trainer(config: PPORunConfig, obs_dim: int, space: ActionSpace) -> PPOTrainer:
+    torch.manual_seed(config.seed)  # the policy's initial weights
+    shape = config.policy
+    policy = RecurrentActorCritic(obs_dim, space, shape.hidden, shape.lstm_hidden, shape.head_hidden)
+    return PPOTrainer(
+        policy, config.ppo, RunningMeanStd(obs_dim), RewardNormalizer(config.envs, config.ppo.gamma)
+    )
+
+
+def train_ppo(
+    config: PPORunConfig,
+    out_dir: Path,
+    *,
+    resume: Path | None = None,
+    on_round: Callable[[RoundStats], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or resume) up to `config.rounds` rounds; returns the per-round history."""
+    checkpoint = load_agent(resume) if resume is not None else None
+    if checkpoint is not None:
+        check_resume(checkpoint, config)
+    start = checkpoint.meta.round if checkpoint is not None else 0
+    history: list[dict[str, Any]] = list(checkpoint.meta.history) if checkpoint is not None else []
+    if start >= config.rounds:
+        return history
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hub = TelemetryHub(build_backends(["jsonl"], out_dir))
+    configs = [config.env_config()] * config.envs
+    with hub, VectorGrowthEnv(
+        configs, config.workers, base_seed=config.seed, event_types=EVENT_TYPES, emit=hub.emit
+    ) as vec:
+        obs, masks = vec.reset(episode=start)
+        layout = vec.layout
+        assert layout is not None
+        space = ActionSpace(len(layout.slot_ids), len(layout.blueprints))
+        sampler = torch.Generator()
+        if checkpoint is not None:
+            checkpoint.check_compatible(
+                task=config.task,
+                blueprints=list(layout.blueprints),
+                slot_ids=list(layout.slot_ids),
+                observation_signature=layout.signature(),
+            )
+            trainer = checkpoint.build_trainer()
+            sampler.set_state(checkpoint.meta.rng["sampler"])
+        else:
+            trainer = _new_trainer(config, layout.dim, space)
+            sampler.manual_seed(config.seed)
+        carry = trainer.start_carry(obs, masks)
+        for round_index in range(start, config.rounds):
+            started = time.perf_counter()
+            buffer = RolloutBuffer(config.envs, config.episode_length, layout.dim, space)
+            carry, returns = trainer.collect_rollout(vec, buffer, carry, generator=sampler)
+            episodes = vec.drain_completed()
+            metrics = trainer.update(buffer, round_index)
+            stats = _round_stats(round_index, returns, episodes, metrics, buffer, time.perf_counter() - started)
+            hub.emit(ev.PpoUpdate(epoch=config.episode_length, round=round_index, metrics=stats.metrics()))
+            history.append(stats.to_dict())
+            meta = AgentMeta(
+                task=config.task,
+                blueprints=list(layout.blueprints),
+                slot_ids=list(layout.slot_ids),
+                observation=layout.describe(),
+                round=round_index + 1,
+                rng={"sampler": sampler.get_state()},
+                hyperparameters=config.model_dump(mode="json"),
+                history=history,
+            )
+            save_agent(out_dir / AGENT_NAME, trainer, meta)
+            render_learning(history, out_dir / LEARNING_NAME, f"esper ppo · {config.task} · {config.envs} envs")
+            if on_round is not None:
+                on_round(stats)
+    return history
