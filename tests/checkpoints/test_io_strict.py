@@ -27,13 +27,14 @@ from esper.checkpoints.io import (
     save_checkpoint,
     split_header,
 )
-from esper.checkpoints.strict import describe_annotation, require_keys, validate
+from esper.checkpoints.strict import require_keys, validate
 from esper.contracts.schema import (
     MODEL_CHECKPOINT_FORMAT,
     MODEL_CHECKPOINT_VERSION,
     RUN_CHECKPOINT_FORMAT,
     RUN_CHECKPOINT_VERSION,
 )
+from esper.contracts.validation import describe_annotation
 
 MODEL = {"format": MODEL_CHECKPOINT_FORMAT, "schema_version": MODEL_CHECKPOINT_VERSION}
 

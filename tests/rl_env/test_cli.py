@@ -81,7 +81,7 @@ def test_ppo_progress_lines_and_nothing_to_do_on_a_finished_resume(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--out", "unused", "--envs", "0"], "envs: Input should be greater than or equal to 1"),
+        (["--out", "unused", "--envs", "0"], "envs: expected a value >= 1, got 0"),
         (["--out", "unused", "--task", "nope"], "unknown task 'nope'"),
         (["--out", "unused", "--resume", "missing.pt"], "missing.pt: no such file"),
         ([], "--out DIR is required"),

@@ -10,21 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 
-PATH_SEPARATOR = " > "
+from esper.contracts.validation import PATH_SEPARATOR, join_path
+
+__all__ = ["PATH_SEPARATOR", "CheckpointError", "join_path"]
+
 ROOT_LABEL = "<root>"
-
-
-def join_path(*parts: str | int) -> str:
-    """Join path parts with " > ", skipping empty parts; list indices become "[i]"."""
-    rendered: list[str] = []
-    for part in parts:
-        if isinstance(part, bool):
-            raise TypeError(f"path part must be str or int, got bool {part!r}")
-        if isinstance(part, int):
-            rendered.append(f"[{part}]")
-        elif part:
-            rendered.append(part)
-    return PATH_SEPARATOR.join(rendered)
 
 
 class CheckpointError(ValueError):

@@ -73,7 +73,9 @@ class PPORunConfig(StrictConfig):
         try:
             TrainConfig.model_validate(value)
         except ValidationError as error:
-            raise ValueError(describe_validation_error(error, prefix="train.")) from None
+            raise ValueError(
+                "; ".join(f"train.{line}" for line in describe_validation_error(TrainConfig, error).split("; "))
+            ) from None
         return value
 
     @model_validator(mode="after")
@@ -94,7 +96,7 @@ class PPORunConfig(StrictConfig):
 
 def config_error_message(error: ValidationError) -> str:
     """'key: problem' lines; validator messages lose pydantic's 'Value error, ' prefix."""
-    return describe_validation_error(error).replace("Value error, ", "")
+    return describe_validation_error(PPORunConfig, error)
 
 
 @dataclass(frozen=True)

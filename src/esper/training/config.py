@@ -12,9 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from esper.contracts.config import StrictConfig
+from esper.contracts.validation import PATH_SEPARATOR, validation_problems
 from esper.seeds.gates import GateConfig
 
 
@@ -76,20 +77,11 @@ class TrainConfig(StrictConfig):
     )
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
-    """Turn pydantic's error list into 'key.path: problem' lines."""
-    lines = []
-    for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(root)"
-        if item["type"] == "extra_forbidden":
-            lines.append(f"{prefix}{key}: unknown key")
-        elif item["type"] == "missing":
-            lines.append(f"{prefix}{key}: missing required key")
-        else:
-            lines.append(
-                f"{prefix}{key}: {item['msg']} (got {type(item['input']).__name__} {item['input']!r})"
-            )
-    return "; ".join(lines)
+def describe_validation_error(model_type: type[BaseModel], error: ValidationError) -> str:
+    """'key.path: problem' for each problem (the shared formatter, with dotted paths)."""
+    return "; ".join(
+        f"{path.replace(PATH_SEPARATOR, '.')}: {problem}" for path, problem in validation_problems(model_type, error)
+    )
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -119,4 +111,4 @@ def build_config(
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as error:
-        raise ConfigError(f"{source}: {describe_validation_error(error)}") from error
+        raise ConfigError(f"{source}: {describe_validation_error(TrainConfig, error)}") from error
