@@ -35,7 +35,7 @@ from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.constants import EMBARGO_EPOCHS
 from esper.contracts.schema import AGENT_CHECKPOINT_FORMAT, AGENT_CHECKPOINT_VERSION
 from esper.contracts.shapes import SlotShape
-from esper.contracts.stages import SeedStage
+from esper.contracts.stages import SLOT_STAGES, SeedStage
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
@@ -53,17 +53,7 @@ __all__ = [
 ]
 
 # Every stage a slot can be checkpointed in (UNKNOWN is never a real stage).
-STAGES: tuple[SeedStage, ...] = (
-    SeedStage.DORMANT,
-    SeedStage.GERMINATED,
-    SeedStage.TRAINING,
-    SeedStage.BLENDING,
-    SeedStage.HOLDING,
-    SeedStage.FOSSILIZED,
-    SeedStage.PRUNED,
-    SeedStage.EMBARGOED,
-    SeedStage.RESETTING,
-)
+STAGES: tuple[SeedStage, ...] = SLOT_STAGES
 # Ramp length at germination; BLENDING checkpoints are taken after 2 of these ticks (mid-ramp).
 BLEND_STEPS = 5
 _MID_RAMP_TICKS = 2

@@ -21,6 +21,9 @@ class SeedStage(IntEnum):
     RESETTING = 10
 
 
+# Every stage a slot can actually be in (UNKNOWN never is; 5 is reserved), in value order.
+SLOT_STAGES: tuple[SeedStage, ...] = tuple(s for s in SeedStage if s != SeedStage.UNKNOWN)
+
 VALID_TRANSITIONS: dict[SeedStage, frozenset[SeedStage]] = {
     SeedStage.UNKNOWN: frozenset(),
     SeedStage.DORMANT: frozenset({SeedStage.GERMINATED}),

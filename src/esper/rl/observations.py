@@ -23,7 +23,7 @@ from torch import Tensor
 
 from esper.contracts.actions import Op
 from esper.contracts.alpha import AlphaAlgorithm, AlphaMode
-from esper.contracts.stages import SeedStage, is_active
+from esper.contracts.stages import SLOT_STAGES, SeedStage, is_active
 from esper.control.decision import EpochSignals
 from esper.control.legality import GrowthLimits, live_seed_count, slot_allows
 from esper.model import MorphogeneticModel
@@ -42,17 +42,7 @@ GRADIENT_CLIP = 5.0
 TEMPO_SCALE = 8.0
 
 # Stages a slot can be in (UNKNOWN never appears on a slot; 5 is reserved).
-OBSERVED_STAGES: tuple[SeedStage, ...] = (
-    SeedStage.DORMANT,
-    SeedStage.GERMINATED,
-    SeedStage.TRAINING,
-    SeedStage.BLENDING,
-    SeedStage.HOLDING,
-    SeedStage.FOSSILIZED,
-    SeedStage.PRUNED,
-    SeedStage.EMBARGOED,
-    SeedStage.RESETTING,
-)
+OBSERVED_STAGES: tuple[SeedStage, ...] = SLOT_STAGES
 
 Interactions = Mapping[str, Mapping[str, float]]
 
