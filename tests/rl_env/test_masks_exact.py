@@ -119,7 +119,7 @@ def check_exact(model: MorphogeneticModel, limits: GrowthLimits, rng: np.random.
     return admitted_actions
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 2**31 - 1),
     max_seeds=st.integers(0, 3),

@@ -26,6 +26,7 @@ import esper
 from esper.bench.checkpoint_cost import checkpoint_cost
 from esper.bench.machine import describe_machine
 from esper.bench.model_overhead import dormant_overhead, fossilized_overhead, fused_counterfactual_speedup
+from esper.bench.rl_throughput import rl_throughput
 from esper.bench.timing import SETTLE_BLOCK_MIB, BenchSettings, Clock, TimingPlan
 
 __all__ = [
@@ -55,6 +56,7 @@ SUITES: tuple[Suite, ...] = (
     Suite("fossilized_overhead", fossilized_overhead, "fossilized seeds vs a hand-written static module"),
     Suite("checkpoint", checkpoint_cost, "esper.save_model / load_model vs torch.save / torch.load"),
     Suite("fused_counterfactual", fused_counterfactual_speedup, "fused_forward vs K forwards"),
+    Suite("rl_throughput", rl_throughput, "K vectorised growth environments vs K separate runs"),
 )
 
 # Many short rounds: a per-round ratio median needs many rounds to be precise.
