@@ -132,43 +132,46 @@ def _cnn_config(*, widths: list[int], kernel_size: int, pool: bool) -> dict[str,
     }
 
 
-def mnist1d_task() -> Task:
+def _mnist1d_cnn_task(
+    name: str, description: str, *, kernel_size: int, pool: bool, seed_budget_ratio: float
+) -> Task:
+    """The two MNIST-1D tasks differ only in what the host can see and the growth budget."""
     return Task(
-        name="mnist1d",
-        description="MNIST-1D with a capable 1-D CNN host (~97% alone); the default task",
+        name=name,
+        description=description,
         topology="cnn",
         host_kind="cnn",
-        host_config=_cnn_config(widths=[32, 64, 64], kernel_size=3, pool=True),
+        host_config=_cnn_config(widths=[32, 64, 64], kernel_size=kernel_size, pool=pool),
         defaults=TaskDefaults(
             epochs=25,
             batch_size=64,
             host_lr=0.05,
             seed_lr=0.05,
             max_seeds=3,
-            # 3x the host's 19.5k parameters: room for a conv_heavy seed in a 64-wide slot (49.7k).
-            seed_budget_ratio=3.0,
+            seed_budget_ratio=seed_budget_ratio,
         ),
         data_loader=load_mnist1d,
         default_blueprints=CNN_BLUEPRINTS,
     )
 
 
+def mnist1d_task() -> Task:
+    # Budget 3x the host's 19.5k parameters: room for a conv_heavy seed in a 64-wide slot (49.7k).
+    return _mnist1d_cnn_task(
+        "mnist1d",
+        "MNIST-1D with a capable 1-D CNN host (~97% alone); the default task",
+        kernel_size=3,
+        pool=True,
+        seed_budget_ratio=3.0,
+    )
+
+
 def mnist1d_blind_task() -> Task:
-    return Task(
-        name="mnist1d-blind",
-        description="MNIST-1D, position-blind host (kernel 1, no pooling; ~47% alone): seeds add context",
-        topology="cnn",
-        host_kind="cnn",
-        host_config=_cnn_config(widths=[32, 64, 64], kernel_size=1, pool=False),
-        defaults=TaskDefaults(
-            epochs=25,
-            batch_size=64,
-            host_lr=0.05,
-            seed_lr=0.05,
-            max_seeds=3,
-            # conv_light seeds in all three slots add 3.9x the host's 7.1k parameters.
-            seed_budget_ratio=5.0,
-        ),
-        data_loader=load_mnist1d,
-        default_blueprints=CNN_BLUEPRINTS,
+    # Budget: conv_light seeds in all three slots add 3.9x the host's 7.1k parameters.
+    return _mnist1d_cnn_task(
+        "mnist1d-blind",
+        "MNIST-1D, position-blind host (kernel 1, no pooling; ~47% alone): seeds add context",
+        kernel_size=1,
+        pool=False,
+        seed_budget_ratio=5.0,
     )
