@@ -39,16 +39,22 @@ def seed(stage: SeedStage, epochs: int = 0, c: float | None = None, progress: fl
     return SeedView(stage, epochs, c, progress)
 
 
-def test_attribution_passes_harm_through_and_tempers_help_by_progress() -> None:
-    assert attribution(SHAPED, view(seed(SeedStage.BLENDING, c=-3.0, progress=10.0))) == -3.0
-    assert attribution(SHAPED, view(seed(SeedStage.HOLDING, c=4.0, progress=9.0))) == pytest.approx(6.0)
-    assert attribution(SHAPED, view(seed(SeedStage.HOLDING, c=4.0, progress=-2.0))) == 0.0
-    assert attribution(SHAPED, view(seed(SeedStage.HOLDING, c=4.0, progress=None))) == 0.0
-    assert attribution(SHAPED, view(seed(SeedStage.TRAINING, c=4.0, progress=9.0))) == 0.0  # not judged yet
-    fossil = view(seed(SeedStage.FOSSILIZED, c=4.0, progress=9.0))
-    assert attribution(SHAPED, fossil) == pytest.approx(6.0)
-    assert attribution(RewardConfig(attribute_fossilized=False), fossil) == 0.0
-    assert attribution(SHAPED, view(seed(SeedStage.BLENDING))) == 0.0  # unmeasured: nothing
+def test_attribution_is_the_contribution_capped() -> None:
+    assert attribution(SHAPED, seed(SeedStage.HOLDING, c=-3.0)) == -3.0
+    assert attribution(SHAPED, seed(SeedStage.HOLDING, c=2.0)) == 2.0
+    assert attribution(SHAPED, seed(SeedStage.HOLDING, c=23.0)) == 3.0  # inflated solo ablation: capped
+    tempered = RewardConfig(attribution_cap=10.0, attribution_weight=0.5)
+    assert attribution(tempered, seed(SeedStage.HOLDING, c=23.0)) == 5.0
+    assert attribution(SHAPED, seed(SeedStage.HOLDING)) == 0.0  # unmeasured: nothing
+
+
+def test_shaped_pays_no_per_step_attribution_for_blending_or_holding_seeds() -> None:
+    """A seed kept in BLENDING/HOLDING earns nothing beyond the accuracy it adds."""
+    held = view(seed(SeedStage.HOLDING, epochs=3, c=23.0, progress=20.0), seed_params=40)
+    _, parts = compute_reward(SHAPED, held, WAIT, True, held, done=False, rollback=False)
+    assert set(parts) == {"accuracy_delta", "pbrs", "rent", "action_cost"} and parts["action_cost"] == 0.0
+    assert parts["accuracy_delta"] == 0.0
+    assert sum(parts.values()) < 0.0  # rent and the potential's gamma leak
 
 
 def test_potential_and_rent() -> None:
@@ -61,16 +67,18 @@ def test_potential_and_rent() -> None:
 
 
 def test_shaped_step_components() -> None:
-    before = view(seed(SeedStage.HOLDING, epochs=2, c=5.0, progress=5.0), seed(SeedStage.DORMANT))
-    after = view(seed(SeedStage.FOSSILIZED, c=5.0, progress=5.0), seed(SeedStage.DORMANT), seed_params=100)
+    before = view(seed(SeedStage.HOLDING, epochs=2, c=5.0, progress=5.0), seed(SeedStage.DORMANT), accuracy=0.5)
+    after = view(
+        seed(SeedStage.FOSSILIZED, c=5.0, progress=5.0), seed(SeedStage.DORMANT), accuracy=0.52, seed_params=100
+    )
     total, parts = compute_reward(
         SHAPED, before, Decision(Op.FOSSILIZE, slot="r0c0"), True, after, done=False, rollback=False
     )
-    assert parts["attribution"] == pytest.approx(5.0)
+    assert parts["accuracy_delta"] == pytest.approx(2.0)
     assert parts["pbrs"] == pytest.approx(0.3 * (0.995 * 6.0 - (5.5 + 0.6)))
     assert parts["rent"] == pytest.approx(-0.5 * math.log1p(0.1))
     assert parts["action_cost"] == -0.01
-    assert parts["fossilize"] == pytest.approx(0.5 + 0.1 * 5.0)
+    assert parts["fossilize"] == pytest.approx(0.5 + 3.0)  # contribution capped at 3 points
     assert total == pytest.approx(sum(parts.values()))
     harmful = view(seed(SeedStage.HOLDING, epochs=2, c=-4.0, progress=0.0))
     _, parts = compute_reward(SHAPED, harmful, Decision(Op.FOSSILIZE, slot="r0c0"), True, harmful,
@@ -78,7 +86,11 @@ def test_shaped_step_components() -> None:
     assert parts["fossilize"] == pytest.approx(-(1.0 + 0.4))
     _, parts = compute_reward(SHAPED, harmful, Decision(Op.PRUNE, slot="r0c0"), True, harmful,
                               done=False, rollback=False)
-    assert parts["prune"] == pytest.approx(0.3 + 0.05 * 4.0) and parts["action_cost"] == -0.005
+    assert parts["prune"] == 0.0 and parts["action_cost"] == -0.005  # accuracy_delta pays the removal
+    bonus = RewardConfig(prune_harm_base=0.3, prune_harm_per_point=0.05)
+    _, parts = compute_reward(bonus, harmful, Decision(Op.PRUNE, slot="r0c0"), True, harmful,
+                              done=False, rollback=False)
+    assert parts["prune"] == pytest.approx(0.3 + 0.05 * 4.0)
     _, parts = compute_reward(SHAPED, harmful, Decision(Op.PRUNE, slot="r0c0"), False, harmful,
                               done=False, rollback=True)
     assert "prune" not in parts and "action_cost" not in parts and parts["rollback"] == -10.0
@@ -93,6 +105,7 @@ def test_terminal_rewards_per_mode() -> None:
     _, parts = compute_reward(SHAPED, before, WAIT, True, after, done=True, rollback=False)
     assert parts["terminal"] == pytest.approx(0.05 * 70.0 + 3.0)  # only the c >= 1 fossil counts
     assert parts["pbrs"] == pytest.approx(-0.3 * potential(SHAPED, before))  # phi(end) = 0
+    assert parts["accuracy_delta"] == pytest.approx(10.0)
     simple = RewardConfig(mode="simplified", pbrs_gamma=0.99)
     total, parts = compute_reward(simple, before, WAIT, True, after, done=True, rollback=False)
     assert set(parts) == {"accuracy_delta", "rent", "terminal"}

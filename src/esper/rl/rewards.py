@@ -7,17 +7,23 @@ counterfactual contributions), the action and whether it executed, and s'
 action, freshly validated. Modes (every weight is a RewardConfig value):
 
 shaped (SPEC "Shaped reward"):
-  attribution  per seed with a measured contribution c (BLENDING, HOLDING; and
-               FOSSILIZED with its last measurement if attribute_fossilized):
-               c if c < 0, else sqrt(progress * c), progress = accuracy points
-               gained since germination (0 if negative or unmeasured)
+  accuracy_delta  accuracy_delta_weight * (val points s' - s), every step: it
+               telescopes to the episode's accuracy gain, so no action sequence
+               can farm it (a seed is paid for what it adds to the model)
   pbrs         pbrs_weight * (gamma * phi(s') - phi(s)); phi = sum over seeds of
                the stage potential + min(0.3 * epochs in stage, 2); phi(end) = 0
   rent         -min(0.5 * ln(1 + seed params / host params), 8), every step
-  action_cost  germinate -0.02, fossilize -0.01, prune -0.005, retarget -0.005
-  fossilize    +(0.5 + 0.1 c) for c >= 1 pt after >= 1 epoch in HOLDING;
-               -(1 + 0.1 |c|) for a harmful (c < 0) seed
-  prune        +(0.3 + 0.05 |c|) for removing a harmful (c < 0) seed
+  action_cost  germinate -0.02, fossilize -0.01, prune -0.005, retarget -0.05
+  fossilize    once per seed: +(0.5 + attribution_weight * min(c, attribution_cap))
+               for c >= 1 pt after >= 1 epoch in HOLDING; -(1 + 0.1 |c|) for a
+               harmful (c < 0) seed. The solo-ablation c overstates a seed the
+               host has come to depend on, hence the cap; it is paid only at
+               fossilization (no per-step attribution: paying c every step while
+               a seed stayed in BLENDING/HOLDING was gamed by retargeting alpha
+               forever instead of fossilizing).
+  prune        +(prune_harm_base + per_point |c|) for removing a harmful seed;
+               0 by default, since accuracy_delta already pays the removal and a
+               positive bonus could be farmed by germinate-then-prune cycles
   terminal     0.05 * val accuracy (points) + 3 per fossilized seed with c >= 1
 simplified: accuracy_delta (val points s' - s) + rent + terminal (as shaped).
 sparse: only terminal = val accuracy (points) - 0.1 * total params / 500k.
@@ -48,8 +54,8 @@ MAX_SHAPLEY_SEEDS = 4
 
 class RewardConfig(StrictConfig):
     mode: RewardMode = "shaped"
-    attribution_weight: float = 1.0
-    attribute_fossilized: bool = True
+    attribution_weight: float = 1.0  # per point of contribution, paid once at fossilization
+    attribution_cap: float = Field(3.0, ge=0)  # points; solo ablation overstates contribution
     pbrs_weight: float = 0.3
     pbrs_gamma: float = Field(0.995, ge=0, le=1)  # should equal PPO's gamma
     potential_germinated: float = 1.0
@@ -65,19 +71,18 @@ class RewardConfig(StrictConfig):
     cost_germinate: float = 0.02
     cost_fossilize: float = 0.01
     cost_prune: float = 0.005
-    cost_retarget: float = 0.005
+    cost_retarget: float = 0.05  # > the gamma leak of any potential, so toggling never pays
     fossilize_bonus_base: float = 0.5
-    fossilize_bonus_per_point: float = 0.1
     fossilize_bonus_min_contribution: float = 1.0
     fossilize_bonus_min_holding_epochs: int = Field(1, ge=0)
     fossilize_harm_base: float = 1.0
     fossilize_harm_per_point: float = 0.1
-    prune_harm_base: float = 0.3
-    prune_harm_per_point: float = 0.05
+    prune_harm_base: float = 0.0  # accuracy_delta already pays removing harm
+    prune_harm_per_point: float = 0.0
     terminal_accuracy_weight: float = 0.05
     terminal_fossil_bonus: float = 3.0
     terminal_fossil_min_contribution: float = 1.0
-    accuracy_delta_weight: float = 1.0  # simplified mode
+    accuracy_delta_weight: float = 1.0  # shaped and simplified
     sparse_param_weight: float = 0.1
     sparse_param_scale: float = Field(500_000.0, gt=0)
     rollback_penalty: float = 10.0
@@ -135,18 +140,11 @@ def potential(config: RewardConfig, view: StateView) -> float:
     return total
 
 
-def attribution(config: RewardConfig, view: StateView) -> float:
-    stages = {SeedStage.BLENDING, SeedStage.HOLDING}
-    if config.attribute_fossilized:
-        stages.add(SeedStage.FOSSILIZED)
-    total = 0.0
-    for seed in view.slots.values():
-        c = seed.contribution
-        if seed.stage not in stages or c is None:
-            continue
-        progress = max(seed.progress, 0.0) if seed.progress is not None else 0.0
-        total += c if c < 0 else math.sqrt(progress * c)
-    return config.attribution_weight * total
+def attribution(config: RewardConfig, seed: SeedView) -> float:
+    """One-time credit for fossilizing a seed: its contribution, capped (0 if unmeasured)."""
+    if seed.contribution is None:
+        return 0.0
+    return config.attribution_weight * min(seed.contribution, config.attribution_cap)
 
 
 def rent(config: RewardConfig, view: StateView) -> float:
@@ -182,13 +180,17 @@ def _action_terms(config: RewardConfig, before: StateView, decision: Decision) -
         if c >= config.fossilize_bonus_min_contribution and (
             seed.epochs_in_stage >= config.fossilize_bonus_min_holding_epochs
         ):
-            bonus = config.fossilize_bonus_base + config.fossilize_bonus_per_point * c
+            bonus = config.fossilize_bonus_base + attribution(config, seed)
         elif c < 0:
             bonus = -(config.fossilize_harm_base + config.fossilize_harm_per_point * abs(c))
         terms["fossilize"] = bonus
     if decision.op == Op.PRUNE and c is not None and c < 0:
         terms["prune"] = config.prune_harm_base + config.prune_harm_per_point * abs(c)
     return terms
+
+
+def _accuracy_delta(config: RewardConfig, before: StateView, after: StateView) -> float:
+    return config.accuracy_delta_weight * 100.0 * (after.val_accuracy - before.val_accuracy)
 
 
 def compute_reward(
@@ -205,15 +207,13 @@ def compute_reward(
     components: dict[str, float] = {}
     if config.mode == "shaped":
         phi_after = 0.0 if done else potential(config, after)
-        components["attribution"] = attribution(config, before)
+        components["accuracy_delta"] = _accuracy_delta(config, before, after)
         components["pbrs"] = config.pbrs_weight * (config.pbrs_gamma * phi_after - potential(config, before))
         components["rent"] = rent(config, after)
         if executed:
             components.update(_action_terms(config, before, decision))
     elif config.mode == "simplified":
-        components["accuracy_delta"] = config.accuracy_delta_weight * 100.0 * (
-            after.val_accuracy - before.val_accuracy
-        )
+        components["accuracy_delta"] = _accuracy_delta(config, before, after)
         components["rent"] = rent(config, after)
     if done:
         if config.mode == "sparse":
