@@ -16,6 +16,7 @@ from esper.cli import main as cli_main
 from esper.control.legality import GrowthLimits
 from esper.control.policy_controller import PolicyController, load_policy_controller
 from esper.control.registry import build_controller
+from esper.rl.imitation import ImitationConfig
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
@@ -64,8 +65,11 @@ def test_ppo_writes_agent_events_and_learning_curve(agent_dir: Path, capsys: pyt
     assert [u.round for u in updates] == [0, 1]
     assert {"mean_return", "entropy", "approx_kl", "clip_fraction", "explained_variance"} <= set(updates[0].metrics)
     rewards = [e for e in events if isinstance(e, ev.RewardComputed)]
-    assert len(rewards) == 2 * 3 * 2  # rounds x steps x envs
+    assert len(rewards) == 2 * 3 * 2  # rounds x steps x envs (the expert's demonstrations are muted)
     assert sorted({e.env for e in rewards}) == [0, 1]
+    imitation = [e for e in events if isinstance(e, ev.ImitationUpdate)]  # on by default
+    assert [e.pass_index for e in imitation] == list(range(ImitationConfig().passes))
+    assert imitation[-1].metrics["episodes"] == ImitationConfig().rounds * 2
 
 
 def test_ppo_progress_lines_and_nothing_to_do_on_a_finished_resume(

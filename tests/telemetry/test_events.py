@@ -24,6 +24,7 @@ from esper.telemetry.events import (
     Event,
     GateEvaluated,
     GovernorAction,
+    ImitationUpdate,
     PpoUpdate,
     RewardComputed,
     RunFinished,
@@ -107,6 +108,7 @@ def sample_events() -> list[TelemetryEvent]:
         ),
         RewardComputed(epoch=6, total=-0.25, components={"rent": -0.3, "pbrs": 0.05}),
         PpoUpdate(epoch=24, round=3, metrics={"policy_loss": 0.01, "approx_kl": 0.004}),
+        ImitationUpdate(epoch=0, pass_index=2, metrics={"bc_loss": 1.2, "expert_prob": 0.6}),
         RunFinished(
             epoch=24, summary={"final_val_accuracy": 91.2, "fossilized": ["r0c0"]}, reason="max epochs"
         ),

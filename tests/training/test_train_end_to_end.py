@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from esper.cli.main import main
+from esper.contracts.actions import Op
+from esper.control.decision import Decision
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
@@ -154,3 +156,39 @@ def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path: Path) -> None:
         config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt", render=False
     )
     assert summary["epochs"] == 4
+
+
+class _Listening:
+    """A WAIT-only controller that reads telemetry, like the learned policy does."""
+
+    name = "listening"
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def decide(self, signals: object, model: object) -> Decision:
+        return Decision(Op.WAIT)
+
+    def observe(self, event: object) -> None:
+        assert isinstance(event, ev.TelemetryEvent)
+        self.seen.append(event.type)
+
+    def state_dict(self) -> dict[str, object]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        assert state == {}
+
+
+def test_a_controller_that_observes_telemetry_sees_every_event_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from esper.training import trainer
+
+    controller = _Listening()
+    monkeypatch.setattr(trainer, "_controller_for", lambda run: controller)
+    config = TrainConfig(task="mnist1d", epochs=2, seed=0, **FAST)  # type: ignore[arg-type]
+    run_training(config, out_dir=tmp_path, render=False)
+    written = [event.type for event in read_events(tmp_path / "events.jsonl")]
+    assert controller.seen and controller.seen == written[: len(controller.seen)]
+    assert "epoch_metrics" in controller.seen

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, read_config_file
 
-__all__ = ["format_round", "handle", "register"]
+__all__ = ["format_imitation", "format_round", "handle", "register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, help="environment worker processes; 0 = in this process (default 2)")
     parser.add_argument("--seed", type=int, help="base seed (default 0)")
     parser.add_argument("--reward", choices=["shaped", "simplified", "sparse"], help="reward mode (default shaped)")
+    parser.add_argument(
+        "--imitate",
+        type=int,
+        metavar="N",
+        help="clone the heuristic from N demonstration episodes per env before PPO "
+        "(imitation.rounds; default 4; 0: pure PPO)",
+    )
     parser.add_argument("--config", type=Path, help="TOML or JSON file of PPORunConfig keys; flags override it")
     parser.add_argument("--out", type=Path, help="output directory (default: the --resume file's directory)")
     parser.add_argument("--resume", type=Path, help="continue from an agent checkpoint (OUT/agent.pt)")
@@ -66,6 +73,13 @@ def _merged(args: argparse.Namespace, file_values: dict[str, Any]) -> dict[str, 
         if not isinstance(reward, dict):
             raise ConfigError(f"reward: expected a table of settings, got {type(reward).__name__}")
         merged["reward"] = {**reward, "mode": args.reward}
+    if args.imitate is not None:
+        imitation: Any = {}
+        if "imitation" in merged:
+            imitation = merged["imitation"]
+        if not isinstance(imitation, dict):
+            raise ConfigError(f"imitation: expected a table of settings, got {type(imitation).__name__}")
+        merged["imitation"] = {**imitation, "rounds": args.imitate}
     return merged
 
 
@@ -75,6 +89,15 @@ def format_round(stats: Any, total_rounds: int) -> str:
         f"val acc {100 * stats.mean_final_val_accuracy:.2f}% · entropy {stats.entropy:.3f} · "
         f"KL {stats.approx_kl:.4f} · clip {stats.clip_fraction:.3f} · "
         f"expl var {stats.explained_variance:+.3f} · {stats.wall_seconds:.1f}s"
+    )
+
+
+def format_imitation(summary: dict[str, float]) -> str:
+    return (
+        f"imitation · {summary['episodes']:.0f} expert episodes · expert return "
+        f"{summary['expert_mean_return']:+.3f} · val acc {100 * summary['expert_mean_final_val_accuracy']:.2f}% · "
+        f"p(expert action) {summary['expert_prob']:.3f} · p(expert decision) {summary['decision_prob']:.3f} · "
+        f"{summary['wall_seconds']:.1f}s"
     )
 
 
@@ -126,9 +149,16 @@ def handle(args: argparse.Namespace) -> int:
         else:
             print(line, flush=True)
 
+    def on_imitation(summary: dict[str, float]) -> None:
+        line = format_imitation(summary)
+        if live:
+            progress.console.print(line, highlight=False)
+        else:
+            print(line, flush=True)
+
     try:
         with progress:
-            history = train_ppo(config, out, resume=args.resume, on_round=on_round)
+            history = train_ppo(config, out, resume=args.resume, on_round=on_round, on_imitation=on_imitation)
     except (CheckpointError, AgentMismatchError) as error:
         err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
         return 2

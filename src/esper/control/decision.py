@@ -81,3 +81,11 @@ class Controller(Protocol):
     def state_dict(self) -> dict[str, object]: ...
 
     def load_state_dict(self, state: dict[str, object]) -> None: ...
+
+
+@runtime_checkable
+class TelemetryObserver(Protocol):
+    """A controller that also reads the run's telemetry (the learned policy reads the seeds'
+    interactions from ContributionMeasured events); whoever runs it passes every event to `observe`."""
+
+    def observe(self, event: object) -> None: ...

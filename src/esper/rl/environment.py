@@ -29,8 +29,11 @@ from torch import Tensor
 from esper.contracts.actions import ActionSpace, FactoredAction, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.stages import SeedStage
-from esper.control.decision import EpochSignals
+from esper.control.decision import Controller, EpochSignals
+from esper.control.heuristic import HeuristicConfig
+from esper.control.registry import build_controller
 from esper.rl.actions_decode import decode_action
+from esper.rl.actions_encode import encode_decision
 from esper.rl.distributions import ActionMasks
 from esper.rl.masks import build_masks, check_admitted, wait_only_masks
 from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
@@ -116,6 +119,8 @@ class GrowthEnv:
         self._signals: EpochSignals | None = None
         self._obs: Tensor | None = None
         self._masks: ActionMasks | None = None
+        self._expert: Controller | None = None
+        self._expert_spec: str | None = None
 
     # ------------------------------------------------------------------ events
     def _on_event(self, event: ev.TelemetryEvent) -> None:
@@ -173,6 +178,7 @@ class GrowthEnv:
             self.space = ActionSpace(len(self.layout.slot_ids), len(self.layout.blueprints))
             self.seed, self.steps, self.done, self.aborted, self.episode_return = seed, 0, False, False, 0.0
             self._signals, self._obs = None, None
+            self._expert, self._expert_spec = None, None
             self._train()
             if self.aborted:
                 raise RuntimeError(f"GrowthEnv: the governor aborted the run (seed {seed}) in its first epoch")
@@ -208,6 +214,33 @@ class GrowthEnv:
                 self.config.reward, before, decision, outcome.executed, after, done=done, rollback=rollback
             )
             return self._finish_step(total, components, factored, rollback=rollback, after=after)
+
+    def expert_action(self, spec: str) -> FactoredAction:
+        """What controller `spec` (e.g. "heuristic") would do now, as an admitted action.
+
+        The expert is built at the episode's first call and then asked once per
+        step, so a stateful controller sees the run exactly as when it drives
+        a run itself (esper.rl.imitation records these as demonstrations).
+        """
+        run = self._require_run()
+        if self.done:
+            raise ValueError("GrowthEnv.expert_action: the episode is over; call reset(seed)")
+        assert self._masks is not None and self.layout is not None and self._signals is not None
+        if self.aborted:
+            return FactoredAction.from_indices([0] * len(self.space.nvec()))  # type: ignore[union-attr]
+        if self._expert is None or self._expert_spec != spec:
+            assert self.seed is not None
+            self._expert = build_controller(
+                spec,
+                blueprints=list(run.blueprints),
+                limits=run.limits,
+                seed=self.seed,
+                heuristic=HeuristicConfig(**run.config.heuristic),
+            )
+            self._expert_spec = spec
+        with self._rng.active():
+            decision = self._expert.decide(self._signals, run.model)
+        return encode_decision(decision, self.layout.slot_ids, self.layout.blueprints, self._masks)
 
     def _final_view(self) -> StateView:
         """The model right after the last action, re-validated (the action may change accuracy)."""

@@ -27,6 +27,7 @@ from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
+from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
 from esper.rl.learning_report import render_learning
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
@@ -63,6 +64,8 @@ class PPORunConfig(StrictConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyShape = Field(default_factory=PolicyShape)
+    # Behaviour cloning of an expert before the first PPO round (esper.rl.imitation).
+    imitation: ImitationConfig = Field(default_factory=ImitationConfig)
 
     @field_validator("train")
     @classmethod
@@ -185,12 +188,26 @@ def _new_trainer(config: PPORunConfig, obs_dim: int, space: ActionSpace) -> PPOT
     )
 
 
+def _imitate(trainer: PPOTrainer, vec: VectorGrowthEnv, config: PPORunConfig, hub: TelemetryHub) -> dict[str, float]:
+    """Demonstrations by the expert, then behaviour cloning; returns a summary for the caller."""
+    started = time.perf_counter()
+    buffers, episodes = collect_demonstrations(trainer, vec, config.imitation, config.episode_length)
+    expert = {
+        "episodes": float(len(episodes)),
+        "expert_mean_return": _mean([float(e["episode_return"]) for e in episodes]),
+        "expert_mean_final_val_accuracy": _mean([float(e["final_val_accuracy"]) for e in episodes]),
+    }
+    metrics = behaviour_clone(trainer, buffers, config.imitation, emit=hub.emit, context=expert)
+    return {**expert, **metrics, "wall_seconds": time.perf_counter() - started}
+
+
 def train_ppo(
     config: PPORunConfig,
     out_dir: Path,
     *,
     resume: Path | None = None,
     on_round: Callable[[RoundStats], None] | None = None,
+    on_imitation: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) up to `config.rounds` rounds; returns the per-round history."""
     checkpoint = load_agent(resume) if resume is not None else None
@@ -223,6 +240,11 @@ def train_ppo(
         else:
             trainer = _new_trainer(config, layout.dim, space)
             sampler.manual_seed(config.seed)
+            if config.imitation.rounds > 0:
+                summary = _imitate(trainer, vec, config, hub)
+                if on_imitation is not None:
+                    on_imitation(summary)
+                obs, masks = vec.reset(episode=start)
         carry = trainer.start_carry(obs, masks)
         for round_index in range(start, config.rounds):
             started = time.perf_counter()

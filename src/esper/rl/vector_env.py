@@ -18,7 +18,8 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -113,6 +114,9 @@ class _EnvGroup:
             obs, masks = env.reset(episode_seed(self.base_seed, episode, self.n_envs, k))
             results.append(_Result(k, obs.numpy(), masks_to_arrays(masks), 0.0, False, {}, self._drain(k)))
         return results
+
+    def expert(self, spec: str) -> dict[int, list[int]]:
+        return {k: list(env.expert_action(spec).as_tuple()) for k, env in self.envs.items()}
 
     def step(self, actions: dict[int, list[int]]) -> list[_Result]:
         if set(actions) != set(self.envs):
@@ -273,6 +277,24 @@ class VectorGrowthEnv:
             blocks = np.array_split(np.arange(self.n_envs), len(self._conns))
             payloads = [{int(k): rows[int(k)] for k in block} for block in blocks]
         return self._gather(self._call("step", payloads))
+
+    @contextmanager
+    def muted(self) -> Iterator[None]:
+        """Drop the environments' telemetry events for a while (e.g. an expert's demonstrations)."""
+        emit, self._emit = self._emit, None
+        try:
+            yield
+        finally:
+            self._emit = emit
+
+    def expert_actions(self, spec: str) -> Tensor:
+        """(K, 8): what controller `spec` would do in each env now (see GrowthEnv.expert_action)."""
+        rows: dict[int, list[int]] = {}
+        for group in self._call("expert", [spec] * self._blocks()):
+            rows.update(group)
+        if sorted(rows) != list(range(self.n_envs)):
+            raise EnvWorkerError(f"workers answered expert actions for envs {sorted(rows)}")
+        return torch.tensor([rows[k] for k in range(self.n_envs)], dtype=torch.long)
 
     def drain_completed(self) -> list[dict[str, Any]]:
         done, self.completed = self.completed, []

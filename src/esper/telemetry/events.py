@@ -198,6 +198,14 @@ class PpoUpdate(TelemetryEvent):
     metrics: dict[str, float]
 
 
+class ImitationUpdate(TelemetryEvent):
+    """One pass of behaviour cloning over the expert's demonstrations, before PPO starts."""
+
+    type: Literal["imitation_update"] = "imitation_update"
+    pass_index: NonNegativeInt
+    metrics: dict[str, float]
+
+
 class RunFinished(TelemetryEvent):
     type: Literal["run_finished"] = "run_finished"
     summary: dict[str, JsonValue]
@@ -220,6 +228,7 @@ Event = Annotated[
     | ControllerDecision
     | RewardComputed
     | PpoUpdate
+    | ImitationUpdate
     | RunFinished
     | BackendFailed,
     Field(discriminator="type"),
@@ -237,6 +246,7 @@ EVENT_TYPES: dict[str, type[TelemetryEvent]] = {
         ControllerDecision,
         RewardComputed,
         PpoUpdate,
+        ImitationUpdate,
         RunFinished,
         BackendFailed,
     )

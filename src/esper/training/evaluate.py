@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from esper.contracts.stages import SeedStage
+from esper.control.decision import TelemetryObserver
 from esper.control.heuristic import HeuristicConfig
-from esper.control.registry import POLICY_PREFIX, build_controller
+from esper.control.registry import build_controller
 from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
@@ -47,12 +48,6 @@ class EvalJob:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def _observer(controller: object) -> Callable[[ev.TelemetryEvent], None] | None:
-    from esper.control.policy_controller import PolicyController
-
-    return controller.observe if isinstance(controller, PolicyController) else None
-
-
 def run_job(job: EvalJob) -> dict[str, Any]:
     """One run of one controller on one seed; returns its final numbers."""
     config = TrainConfig.model_validate(
@@ -74,10 +69,8 @@ def run_job(job: EvalJob) -> dict[str, Any]:
         seed=job.seed,
         heuristic=HeuristicConfig(**config.heuristic),
     )
-    if job.controller.startswith(POLICY_PREFIX):
-        observer = _observer(controller)
-        if observer is not None:
-            forward.append(observer)
+    if isinstance(controller, TelemetryObserver):
+        forward.append(controller.observe)
     aborted = False
     try:
         while not run.finished:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 import esper
 from esper.checkpoints.run_io import load_run, save_run
+from esper.control.decision import TelemetryObserver
 from esper.control.registry import build_controller
 from esper.seeds.sync import sync_decision
 from esper.telemetry import events as ev
@@ -71,18 +73,31 @@ def run_training(
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
     hub = TelemetryHub([*build_backends(names, out_dir), *(extra_backends or [])])
     checkpoint_path = out_dir / CHECKPOINT_NAME
+    listeners: list[Callable[[ev.TelemetryEvent], None]] = []
+
+    def emit(event: ev.TelemetryEvent) -> None:
+        hub.emit(event)
+        for listener in listeners:
+            listener(event)
+
+    def attach(controller: Any) -> Any:
+        # A controller that reads telemetry (the learned policy) sees every event of the run.
+        if isinstance(controller, TelemetryObserver):
+            listeners.append(controller.observe)
+        return controller
+
     with hub:
         if resume is not None:
             saved = load_run(resume)
             config = TrainConfig.model_validate(saved.config)
-            run = GrowthRun(config, emit=hub.emit, model=saved.model)
+            run = GrowthRun(config, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
-            controller = _controller_for(run)
+            controller = attach(_controller_for(run))
             controller.load_state_dict(saved.controller)
             wall_before = saved.wall_seconds
         else:
-            run = GrowthRun(config, emit=hub.emit)
-            controller = _controller_for(run)
+            run = GrowthRun(config, emit=emit)
+            controller = attach(_controller_for(run))
             run.started_event(controller.name, versions())
             wall_before = 0.0
         started = time.perf_counter()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from esper.telemetry.events import EpochMetrics, PpoUpdate, RewardComputed, TelemetryEvent
+from esper.telemetry.events import EpochMetrics, ImitationUpdate, PpoUpdate, RewardComputed, TelemetryEvent
 
 TENSORBOARD_MISSING = "TensorBoard backend needs the 'tensorboard' extra: pip install 'esper[tensorboard]'"
 
@@ -54,6 +54,9 @@ def event_scalars(event: TelemetryEvent) -> ScalarPoint | None:
     elif isinstance(event, PpoUpdate):
         values.update({f"ppo/{name}": value for name, value in event.metrics.items()})
         step_name, step = "ppo_round", event.round
+    elif isinstance(event, ImitationUpdate):
+        values.update({f"imitation/{name}": value for name, value in event.metrics.items()})
+        step_name, step = "imitation_pass", event.pass_index
     else:
         return None
     return ScalarPoint(step_name, step, {prefix + tag: value for tag, value in values.items()})
