@@ -110,6 +110,29 @@ def test_ppo_config_file_unknown_key_exits_2_naming_it(tmp_path: Path, capsys: p
     with pytest.raises(SystemExit) as exit_info:
         cli_main.main(["ppo", "--reward", "dense"])
     assert exit_info.value.code == 2
+    config.write_text("envs = 1\n", encoding="utf-8")  # a cross-field problem has no key path of its own
+    assert cli_main.main(["ppo", "--config", str(config), "--out", str(tmp_path)]) == 2
+    assert "bad.toml: ppo.n_minibatches (2) must be <= envs (1)" in capsys.readouterr().err.replace("\n", " ")
+    config.write_text("imitation = 3\n", encoding="utf-8")
+    assert cli_main.main(["ppo", "--config", str(config), "--imitate", "1", "--out", str(tmp_path)]) == 2
+    assert "imitation: expected a table of settings, got int" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_ppo_imitate_0_is_pure_ppo_and_the_flag_overrides_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        "[train]\nmax_batches_per_epoch = 1\n[imitation]\nrounds = 2\npasses = 3\n"
+        "[policy]\nhidden = 8\nlstm_hidden = 8\nhead_hidden = 8\n",
+        encoding="utf-8",
+    )
+    common = ["ppo", "--envs", "2", "--rounds", "1", "--episode-length", "2", "--workers", "0",
+              "--config", str(config), "--no-progress"]
+    assert cli_main.main([*common, "--imitate", "0", "--out", str(tmp_path / "pure")]) == 0
+    assert not [e for e in read_events(tmp_path / "pure" / "events.jsonl") if isinstance(e, ev.ImitationUpdate)]
+    assert load_agent(tmp_path / "pure" / "agent.pt").meta.hyperparameters["imitation"]["rounds"] == 0
+    assert cli_main.main([*common, "--out", str(tmp_path / "cloned")]) == 0
+    cloned = [e for e in read_events(tmp_path / "cloned" / "events.jsonl") if isinstance(e, ev.ImitationUpdate)]
+    assert [e.pass_index for e in cloned] == [0, 1, 2] and cloned[0].metrics["episodes"] == 4
 
 
 def test_evaluate_json_rows(agent_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -65,21 +65,16 @@ def _merged(args: argparse.Namespace, file_values: dict[str, Any]) -> dict[str, 
         "seed": args.seed,
     }
     merged.update({key: value for key, value in flags.items() if value is not None})
-    if args.reward is not None:
-        # The flag sets one key inside the (optional) reward table of the file.
-        reward: Any = {}
-        if "reward" in merged:
-            reward = merged["reward"]
-        if not isinstance(reward, dict):
-            raise ConfigError(f"reward: expected a table of settings, got {type(reward).__name__}")
-        merged["reward"] = {**reward, "mode": args.reward}
-    if args.imitate is not None:
-        imitation: Any = {}
-        if "imitation" in merged:
-            imitation = merged["imitation"]
-        if not isinstance(imitation, dict):
-            raise ConfigError(f"imitation: expected a table of settings, got {type(imitation).__name__}")
-        merged["imitation"] = {**imitation, "rounds": args.imitate}
+    # These flags each set one key inside an (optional) table of the file.
+    for table, key, value in (("reward", "mode", args.reward), ("imitation", "rounds", args.imitate)):
+        if value is None:
+            continue
+        settings: Any = {}
+        if table in merged:
+            settings = merged[table]
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{table}: expected a table of settings, got {type(settings).__name__}")
+        merged[table] = {**settings, key: value}
     return merged
 
 

@@ -78,9 +78,13 @@ class TrainConfig(StrictConfig):
 
 
 def describe_validation_error(model_type: type[BaseModel], error: ValidationError) -> str:
-    """'key.path: problem' for each problem (the shared formatter, with dotted paths)."""
+    """'key.path: problem' for each problem (the shared formatter, with dotted paths).
+
+    A problem of the whole config (a cross-field check) has no path and is shown alone.
+    """
     return "; ".join(
-        f"{path.replace(PATH_SEPARATOR, '.')}: {problem}" for path, problem in validation_problems(model_type, error)
+        f"{path.replace(PATH_SEPARATOR, '.')}: {problem}" if path else problem
+        for path, problem in validation_problems(model_type, error)
     )
 
 
