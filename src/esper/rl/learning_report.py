@@ -45,7 +45,8 @@ def render_learning(history: Sequence[dict[str, Any]], path: Path, title: str = 
     ax.stackplot(rounds, shares, labels=names)
     ax.set_ylim(0, 1)
     ax.set_title("action mix (share of steps)")
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    # Outside the axes: the stacked shares fill the whole plot area.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     for row in axes:
         for axis in row:
             axis.set_xlabel("round")

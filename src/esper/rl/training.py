@@ -266,7 +266,10 @@ def train_ppo(
                 history=history,
             )
             save_agent(out_dir / AGENT_NAME, trainer, meta)
-            render_learning(history, out_dir / LEARNING_NAME, f"esper ppo · {config.task} · {config.envs} envs")
+            title = f"esper ppo · {config.task} · {config.envs} envs"
+            if config.imitation.rounds > 0:
+                title += f" · after imitating the {config.imitation.expert}"
+            render_learning(history, out_dir / LEARNING_NAME, title)
             if on_round is not None:
                 on_round(stats)
     return history
