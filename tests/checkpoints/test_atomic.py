@@ -98,7 +98,7 @@ _STALLED_WRITER = textwrap.dedent(
         def flush(self):
             self.handle.flush()
 
-    atomic.torch.save = lambda obj, handle: real_save(obj, Stall(handle))
+    torch.save = lambda obj, handle: real_save(obj, Stall(handle))
     atomic.atomic_torch_save({"new": torch.ones(4_000_000)}, sys.argv[1])
     print("finished", flush=True)
     """

@@ -10,7 +10,11 @@ Attribution metrics (no goal), plain contenders that do the same job:
   directory), so the remainder is what our code adds beyond durability;
 - checkpoint_load_vs_rebuild_ratio: vs torch.load, building the same
   modules by hand (host class, seed classes, blend gate) and
-  load_state_dict, i.e. plain PyTorch's way of getting a usable model back.
+  load_state_dict, i.e. plain PyTorch's way of getting a usable model back;
+- checkpoint_load_read_ratio: only the reading part of esper.load_model
+  (esper.checkpoints.load_checkpoint: torch.load(weights_only, mmap) of our
+  file and the header check) vs torch.load(weights_only); the rest of
+  load_model's time is building the model and handing it the tensors.
 
 Saves are timed with the wall clock (our writes fsync, and waiting on the
 disk is part of the cost); loads read a file the page cache holds, pure
@@ -32,8 +36,9 @@ from torch import nn
 from esper.bench.model_overhead import fossilize_all, grow_to_blending, require_passed
 from esper.bench.timing import BenchError, BenchSettings, PairTiming, summarise, time_pair
 from esper.blueprints.cnn import ConvLightSeed
-from esper.checkpoints import load_model, save_model
+from esper.checkpoints import load_checkpoint, load_model, save_model
 from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.schema import MODEL_CHECKPOINT_FORMAT
 from esper.hosts import CNNHost, CNNHostConfig, build_host
 from esper.model import MorphogeneticModel
 from esper.seeds.blending import BlendGate
@@ -150,6 +155,11 @@ def checkpoint_cost(settings: BenchSettings) -> dict[str, Any]:
             "save_atomic": time_pair(save_ours, partial(_save_plain_atomic, model, plain_path), wall),
             "load": time_pair(load_ours, partial(_load_plain, plain_path), settings.plan),
             "load_rebuild": time_pair(load_ours, rebuild, settings.plan),
+            "load_read": time_pair(
+                partial(load_checkpoint, ours_path, format=MODEL_CHECKPOINT_FORMAT),
+                partial(_load_plain, plain_path),
+                settings.plan,
+            ),
         }
     metrics = (
         ("checkpoint_save_ratio", "save", CHECKPOINT_GOAL, "esper.save_model vs torch.save(state_dict)"),
@@ -165,6 +175,12 @@ def checkpoint_cost(settings: BenchSettings) -> dict[str, Any]:
             "load_rebuild",
             None,
             "esper.load_model vs building the modules by hand + load_state_dict(torch.load(weights_only))",
+        ),
+        (
+            "checkpoint_load_read_ratio",
+            "load_read",
+            None,
+            "esper.checkpoints.load_checkpoint (the reading part of load_model) vs torch.load(weights_only)",
         ),
     )
     return {

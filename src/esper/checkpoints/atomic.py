@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
+from esper.checkpoints.zip_crc import save_without_tensor_crcs
 
 _CREATE_ATTEMPTS = 16
 
@@ -25,7 +25,8 @@ def _open_temp(target: Path) -> tuple[Path, int]:
     for _ in range(_CREATE_ATTEMPTS):
         candidate = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            # Read-write: atomic_torch_save reads back what torch wrote (see zip_crc).
+            fd = os.open(candidate, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
         return candidate, fd
@@ -41,7 +42,10 @@ def _fsync_directory(directory: Path) -> None:
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
-    """Call `write(file)` on a temporary file, then atomically move it onto `path`."""
+    """Call `write(file)` on a temporary file, then atomically move it onto `path`.
+
+    `file` is a buffered binary file open for reading and writing, positioned at its (empty) start.
+    """
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"cannot write a file at {target}: it is a directory")
@@ -49,7 +53,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
         raise FileNotFoundError(f"cannot write {target}: directory {target.parent} does not exist")
     temp, fd = _open_temp(target)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "w+b") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -69,5 +73,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike[str]) -> None:
-    """`torch.save(obj, path)` atomically (zip format, default pickle protocol)."""
-    atomic_write(path, lambda handle: torch.save(obj, handle))
+    """`torch.save(obj, path)` atomically (zip format, default pickle protocol).
+
+    Tensor records carry no CRC-32 (see esper.checkpoints.zip_crc); every other record has its real one.
+    """
+    atomic_write(path, lambda handle: save_without_tensor_crcs(obj, handle))

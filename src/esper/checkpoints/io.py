@@ -5,6 +5,13 @@ back (only None, bool, int, float, str, list, dict with str keys and
 tensors), stamps a header (format, schema version, versions, time) and
 writes atomically. Reading uses `weights_only=True` only, checks the format
 and upgrades old schema versions through the migration chain.
+
+Reading memory-maps the tensor data (`mmap=True`) instead of copying it:
+the tensors are private copy-on-write mappings, so writing to them never
+changes the file, and the file's pages are read when first touched. Our
+writers replace a checkpoint with a new file (atomic rename), which leaves
+tensors mapped from the old one intact; overwriting a loaded file in place
+(truncating it, e.g. a plain `torch.save` to the same path) would not.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ _TENSOR_TYPES = (torch.Tensor, torch.nn.Parameter)
 _ALLOWED_WORDING = "None, bool, int, float, str, list, dict with str keys or torch.Tensor"
 
 _UNPICKLER_MARKER = "WeightsUnpickler error:"
+_ZIP_MAGIC = b"PK\x03\x04"
 # What torch.load raises for files it cannot read (C++ reader errors arrive as RuntimeError).
 _LOAD_ERRORS = (
     pickle.UnpicklingError,
@@ -144,7 +152,7 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
         reason = "is a directory" if file.is_dir() else "no such file"
         raise CheckpointError(f"cannot read checkpoint: {reason}", file=file)
     try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
+        data = torch.load(file, map_location="cpu", weights_only=True, mmap=_is_zip(file))
     except _LOAD_ERRORS as exc:
         raise CheckpointError(
             f"not loadable with torch.load(weights_only=True): {type(exc).__name__}: {_load_reason(exc)}"
@@ -155,6 +163,15 @@ def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError.at(ROOT_LABEL, f"expected dict, got {type(data).__name__}", file=file)
     _check_header(data, file)
     return data
+
+
+def _is_zip(file: Path) -> bool:
+    """Whether `file` is a zip archive (torch.save's format, the only one torch can memory-map)."""
+    try:
+        with file.open("rb") as handle:
+            return handle.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+    except OSError:
+        return False  # torch.load reports the real problem
 
 
 def _check_header(data: dict[str, Any], file: Path) -> None:

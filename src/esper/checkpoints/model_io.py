@@ -6,6 +6,12 @@ the state_dict. Loading rebuilds the host, recreates every seed from its
 blueprint id and then loads the weights with `strict=True`; no user code has
 to re-germinate anything first. Reading is strict: one CheckpointError names
 every missing key, unknown key or wrong type by its path.
+
+Loading is fast: the modules are built without initialisation (on the meta
+device, see esper.checkpoints.skeleton) and take the tensors read from the
+file as their parameters, which are memory-mapped copy-on-write (see
+esper.checkpoints.io): nothing is initialised or copied that the
+checkpoint then overwrites.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from esper.blueprints import BlueprintRegistry
 from esper.checkpoints.errors import CheckpointError, join_path
 from esper.checkpoints.io import load_checkpoint, peek_format, save_checkpoint, split_header
+from esper.checkpoints.skeleton import alias_groups, assign_weights, build_skeleton, check_ties
 from esper.checkpoints.slot_state import all_required, restore_slot, slot_payload
 from esper.checkpoints.strict import validate
 from esper.contracts.schema import (
@@ -113,28 +120,44 @@ def load_model(
     else:
         data = split_header(data)[1]
     try:
-        return model_from_payload(data, where, registry=registry)
+        # The payload was just read from the file and is ours alone: the model may keep its tensors.
+        return model_from_payload(data, where, registry=registry, share_tensors=True)
     except CheckpointError as error:
         raise error.with_file(path) from None
 
 
 def model_from_payload(
-    payload: object, where: str = "", *, registry: BlueprintRegistry | None = None
+    payload: object,
+    where: str = "",
+    *,
+    registry: BlueprintRegistry | None = None,
+    share_tensors: bool = False,
 ) -> MorphogeneticModel:
     """Rebuild the model from `model_payload` output; `where` prefixes every error path.
 
     Building draws nothing from the global RNG (it runs under a forked RNG
     state), so loading a model does not change what a training run does next.
+    `share_tensors=True` lets the model use the payload's tensors as its
+    parameters without copying them: only for a payload nobody else holds
+    (one just read from a file). Otherwise the model gets copies.
     """
     section = validate(ModelSection, payload, where)
     assert isinstance(payload, dict)  # validate() accepted it as a mapping
-    with torch.random.fork_rng(devices=[]):
+
+    def build() -> MorphogeneticModel:
         model = _build(section, where, registry)
         for slot_id in section.slots:
             restore_slot(
                 model.slot(slot_id), payload["seed_slots"][slot_id], join_path(where, f"seed_slots.{slot_id}")
             )
-    _load_weights(model, section.state_dict, join_path(where, "state_dict"))
+        return model
+
+    with torch.random.fork_rng(devices=[]):
+        model, skeleton = build_skeleton(build)
+    state_dict = section.state_dict
+    if skeleton and not share_tensors:
+        state_dict = {key: tensor.clone() for key, tensor in state_dict.items()}
+    _load_weights(model, state_dict, join_path(where, "state_dict"), assign=skeleton)
     return model
 
 
@@ -168,9 +191,16 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
     return model
 
 
-def _load_weights(model: MorphogeneticModel, state_dict: dict[str, torch.Tensor], where: str) -> None:
-    """load_state_dict(strict=True), after naming every missing, unexpected or mismatched tensor."""
-    expected = model.state_dict()
+def _load_weights(
+    model: MorphogeneticModel, state_dict: dict[str, torch.Tensor], where: str, *, assign: bool
+) -> None:
+    """Name every missing, unexpected or mismatched tensor, then load with strict=True.
+
+    `assign`: `model` is a meta-device skeleton that takes the tensors
+    themselves (see esper.checkpoints.skeleton); otherwise they are copied in.
+    """
+    # keep_vars: the Parameters themselves, so tied names show up as one object.
+    expected = model.state_dict(keep_vars=True)
     problems = [(join_path(where, key), "missing required key") for key in expected if key not in state_dict]
     problems += [
         (join_path(where, key), "unknown key (the rebuilt model has no such tensor)")
@@ -190,4 +220,9 @@ def _load_weights(model: MorphogeneticModel, state_dict: dict[str, torch.Tensor]
                 )
     if problems:
         raise CheckpointError.many(problems)
-    model.load_state_dict(state_dict, strict=True)
+    groups = alias_groups(expected)
+    check_ties(groups, state_dict, where)
+    if assign:
+        assign_weights(model, state_dict, groups)
+    else:
+        model.load_state_dict(state_dict, strict=True)

@@ -61,7 +61,8 @@ def load_run(path: Path) -> RunCheckpoint:
             f"{path}: wall_seconds: expected float, got {type(body['wall_seconds']).__name__}"
         )
     try:
-        model = model_from_payload(body["model"], where="model")
+        # Just read from the file and ours alone: the model may keep the tensors without copying.
+        model = model_from_payload(body["model"], where="model", share_tensors=True)
     except CheckpointError as error:
         raise error.with_file(path) from None
     return RunCheckpoint(
