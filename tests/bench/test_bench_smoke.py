@@ -35,6 +35,7 @@ ALL_METRICS = (
     "checkpoint_save_vs_atomic_ratio",
     "checkpoint_load_vs_rebuild_ratio",
     "checkpoint_load_read_ratio",
+    "checkpoint_load_then_read_all_ratio",
     "fused_counterfactual_speedup",
 )
 # The RL throughput suite has its own shape test (tests/rl_env/test_cli.py).
