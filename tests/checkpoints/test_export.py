@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ from esper.seeds.alpha_controller import AlphaController
 
 HOSTS = {host.label: host for host in TINY_HOSTS}
 ALGORITHMS = list(AlphaAlgorithm)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def outputs(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:

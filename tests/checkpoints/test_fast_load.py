@@ -29,14 +29,6 @@ from esper.model import MorphogeneticModel
 HOSTS = {host.label: host for host in TINY_HOSTS}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def every_tensor(model: nn.Module) -> dict[str, Tensor]:
     """Parameters, buffers (persistent or not) and plain tensor attributes of every module."""
     found: dict[str, Tensor] = dict(model.named_parameters(remove_duplicate=False))

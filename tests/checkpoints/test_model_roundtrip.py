@@ -207,17 +207,6 @@ def test_measured_metrics_survive(tmp_path: Path) -> None:
     assert_same(model, loaded, x)
 
 
-def test_loading_does_not_touch_the_global_rng(tmp_path: Path) -> None:
-    model = staged_model(HOSTS["gpt"], SeedStage.BLENDING, AlphaAlgorithm.GATE)
-    path = tmp_path / "m.pt"
-    save_model(model, path)
-    torch.manual_seed(123)
-    expected = torch.rand(4)
-    torch.manual_seed(123)
-    load_model(path)
-    assert torch.equal(torch.rand(4), expected)
-
-
 def test_load_model_reads_the_model_inside_a_run_checkpoint(tmp_path: Path) -> None:
     host = HOSTS["cnn-1d"]
     model = staged_model(host, SeedStage.HOLDING, AlphaAlgorithm.GATE)

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
 
-import pytest
 import torch
 
 from esper.checkpoints import save_checkpoint, save_model
@@ -40,14 +38,6 @@ assert "esper" not in sys.modules
 
 class _Colour(IntEnum):
     RED = 1
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_in_fresh_process(paths: list[Path]) -> dict[str, str | None]:
