@@ -20,11 +20,18 @@ from esper.checkpoints import CheckpointError, load_model, save_model
 from esper.checkpoints.model_io import model_from_payload, model_payload
 from esper.checkpoints.run_io import load_run, save_run
 from esper.checkpoints.self_test import STAGES, TINY_HOSTS, staged_model
-from esper.checkpoints.skeleton import assign_weights, build_skeleton, meta_tensors, uncovered_tensors
+from esper.checkpoints.skeleton import (
+    _SkeletonMode,
+    assign_weights,
+    build_skeleton,
+    meta_tensors,
+    uncovered_tensors,
+)
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage
 from esper.hosts import CNNHost, CNNHostConfig, registry
 from esper.model import MorphogeneticModel
+from esper.seeds.blending import BlendGate
 
 HOSTS = {host.label: host for host in TINY_HOSTS}
 
@@ -271,3 +278,63 @@ def test_assign_weights_refuses_to_leave_a_meta_tensor() -> None:
     with pytest.raises(RuntimeError, match=r"left tensors on the meta device.*scratch"):
         assign_weights(model, weights, [])
     assert meta_tensors(model) == ["scratch"]
+
+
+# ------------------------------------------------------------ skipped initialisers, direct assignment
+def test_skeleton_skips_initialisers_but_not_metadata_changes() -> None:
+    scalar = torch.empty((), device="meta")
+    with _SkeletonMode():
+        # Run for real, kaiming_uniform_ refuses a 0-dim tensor; on meta it is skipped outright.
+        assert nn.init.kaiming_uniform_(scalar) is scalar
+        assert nn.init.kaiming_uniform_(tensor=scalar) is scalar
+        layer = nn.Linear(3, 2)
+        layer.requires_grad_(False)  # changes a flag, not values: must still happen
+    assert layer.weight.is_meta and not layer.weight.requires_grad
+    with pytest.raises(ValueError, match="fewer than 2 dimensions"):
+        nn.init.kaiming_uniform_(torch.empty(()))
+
+
+def test_blend_gate_on_meta_has_no_storage_and_off_meta_is_initialised() -> None:
+    with _SkeletonMode():
+        skeleton = BlendGate(8, channel_dim=1)
+    assert all(p.is_meta for p in skeleton.parameters())
+    first, second = BlendGate(8, channel_dim=1), BlendGate(8, channel_dim=1)
+    assert not any(p.is_meta for p in first.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters(), strict=True))
+    assert torch.count_nonzero(first.hidden.weight) > 0 and torch.count_nonzero(first.hidden.bias) == 0
+
+
+def _kinds(model: nn.Module) -> dict[str, tuple[str, bool, torch.dtype, tuple[int, ...]]]:
+    named = {n: ("param", t.requires_grad, t.dtype, tuple(t.shape)) for n, t in model.named_parameters()}
+    named.update({n: ("buffer", t.requires_grad, t.dtype, tuple(t.shape)) for n, t in model.named_buffers()})
+    return named
+
+
+@pytest.mark.parametrize("stage", [SeedStage.BLENDING, SeedStage.FOSSILIZED])
+@pytest.mark.parametrize("host", sorted(HOSTS))
+def test_direct_assignment_rebuilds_every_parameter_and_buffer_as_it_was(host: str, stage: SeedStage) -> None:
+    model = staged_model(HOSTS[host], stage, AlphaAlgorithm.GATE)
+    loaded = model_from_payload(model_payload(model))
+    assert _kinds(loaded) == _kinds(model)  # same names, kinds, requires_grad, dtypes and shapes
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+class _CustomLoading(nn.Linear):
+    """Has its own loading step, so it must go through load_state_dict."""
+
+    calls = 0
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        type(self).calls += 1
+        super()._load_from_state_dict(*args, **kwargs)
+
+
+def test_a_module_with_its_own_loading_step_goes_through_load_state_dict() -> None:
+    with _SkeletonMode():
+        model = nn.Sequential(nn.Linear(2, 2), _CustomLoading(2, 2))
+    weights = {key: torch.ones(tensor.shape) for key, tensor in model.state_dict().items()}
+    before = _CustomLoading.calls
+    assign_weights(model, weights, [])
+    assert _CustomLoading.calls == before + 1
+    assert not meta_tensors(model) and torch.equal(model[1].weight, torch.ones(2, 2))

@@ -39,10 +39,14 @@ class BlendGate(nn.Module):
         self.width = width
         self.channel_dim = channel_dim
         hidden = max(4, width // 4)
-        # skip_init: no default init, so building a gate never draws from the global RNG.
-        self.hidden = nn.utils.skip_init(nn.Linear, width, hidden)
-        self.out = nn.utils.skip_init(nn.Linear, hidden, 1)
-        self._init_weights()
+        # Built on meta, then given empty storage: the layers' default init never runs, so building a
+        # gate never draws from the global RNG. The storage is on the CPU (the slot moves the gate
+        # with the model), or on meta while a checkpoint skeleton is built (esper.checkpoints.skeleton).
+        self.hidden = nn.Linear(width, hidden, device="meta")
+        self.out = nn.Linear(hidden, 1, device="meta")
+        if torch.get_default_device().type != "meta":
+            self.to_empty(device="cpu")
+            self._init_weights()
 
     def _init_weights(self) -> None:
         generator = torch.Generator().manual_seed(_GATE_INIT_SEED)
