@@ -117,7 +117,7 @@ def test_validate_lists_every_problem_in_one_error() -> None:
     problems = set(info.value.problems)
     assert problems == {
         "seed_state > blueprint_id: missing required key",
-        "seed_state > surprise: unknown key",
+        "seed_state > surprise: unknown key (valid keys: stage, blueprint_id, history, metrics, note, mode)",
         "seed_state > history > [1]: expected int, got str",
         "seed_state > metrics > epochs: expected int, got str",
         "seed_state > metrics > accuracy: expected a value >= 0.0, got -1.0",

@@ -33,6 +33,7 @@ from esper.contracts.schema import (
     MODEL_CHECKPOINT_VERSION,
     RUN_CHECKPOINT_FORMAT,
 )
+from esper.contracts.validation import ConfigProblems
 from esper.hosts import HOST_KINDS, build_host
 from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
@@ -168,10 +169,14 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
             join_path(where, "host", "kind"),
             f"unknown host kind {kind!r}; known kinds: {', '.join(sorted(HOST_KINDS))}",
         )
+    config_path = join_path(where, "host", "config")
     try:
         host = build_host(kind, section.host.config)
+    except ConfigProblems as error:
+        problems = [(join_path(config_path, *parts), problem) for parts, problem in error.problems]
+        raise CheckpointError.many(problems) from None
     except ValueError as error:
-        raise CheckpointError.at(join_path(where, "host", "config"), str(error)) from None
+        raise CheckpointError.at(config_path, str(error)) from None
     gates = GateConfig.model_validate(section.gates.model_dump())
     try:
         model = MorphogeneticModel(host, slots=section.slots, gates=gates, registry=registry)

@@ -1,8 +1,9 @@
 """Turn pydantic validation errors into "path > to > key: expected X, got Y" lines.
 
-The one formatter of validation problems: checkpoints (esper.checkpoints.strict)
-and config files (esper.training.config) both report through it. Plain Python
-and pydantic only, no torch.
+The one formatter of validation problems: checkpoints (esper.checkpoints.strict),
+run and PPO config files (esper.training.config, esper.rl.training) and host
+configs (esper.hosts.registry) all report through it. Plain Python and
+pydantic only, no torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
@@ -29,6 +30,49 @@ def join_path(*parts: str | int) -> str:
         elif part:
             rendered.append(part)
     return PATH_SEPARATOR.join(rendered)
+
+
+def dotted_path(parts: Sequence[str | int]) -> str:
+    """Config-file style path: "ppo.learning_rate", "widths[1]"."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part:
+            text += f".{part}" if text else part
+    return text
+
+
+class FieldError(ValueError):
+    """Raised by a model's own (cross-field) check to blame one field.
+
+    The formatter reports it at that field's path, with `detail` as the
+    problem: `kernel_size: expected an odd int >= 1, got 4`. `key` is a field
+    of the model being checked (a field validator may raise it for its own field).
+    """
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"{key}: {detail}")
+        self.key = key
+        self.detail = detail
+
+
+class ConfigProblems(ValueError):
+    """Problems of one config, each at a path: (path parts, problem) pairs in `problems`.
+
+    Raised by `raise_config_problems` (its text is the config-file wording,
+    after `subject`: "cnn host config: widths[1]: expected a value >= 1, got 0"),
+    so a caller that embeds the config can report each problem at its own
+    full path. A field's own check may raise it (without a subject) after
+    validating the field against another model: the formatter then reports
+    the problems below the field's path (`train.epochs: expected int, got str`).
+    """
+
+    def __init__(self, problems: Sequence[tuple[tuple[int | str, ...], str]], subject: str = "") -> None:
+        self.problems = list(problems)
+        self.subject = subject
+        text = "; ".join(f"{dotted_path(parts)}: {problem}" if parts else problem for parts, problem in problems)
+        super().__init__(f"{subject}: {text}" if subject else text)
 
 
 # Errors about a value of the right type but outside its constraints: "got" shows the value.
@@ -117,13 +161,15 @@ def _field_for(model: type[BaseModel], item: object) -> Any:
     return None
 
 
-def _resolve(model_type: type[BaseModel], loc: Sequence[int | str]) -> tuple[list[int | str], Any, bool]:
-    """Follow a pydantic error location through the annotations.
+class _Resolved(NamedTuple):
+    path: list[int | str]  # the part of the location that names data (union branch tags dropped)
+    annotation: Any  # the annotation found there (None if it could not be followed)
+    is_key: bool  # the error concerns a dict key rather than a value
+    owner: type[BaseModel] | None = None  # for an unknown key: the model it is not a field of
 
-    Returns the part of `loc` that names data (union branch tags dropped), the
-    annotation found there (None if it could not be followed) and whether the
-    error concerns a dict key rather than a value.
-    """
+
+def _resolve(model_type: type[BaseModel], loc: Sequence[int | str]) -> _Resolved:
+    """Follow a pydantic error location through the annotations."""
     current: Any = model_type
     index = 0
     while index < len(loc):
@@ -133,14 +179,14 @@ def _resolve(model_type: type[BaseModel], loc: Sequence[int | str]) -> tuple[lis
             if len(members) == 1:  # Optional[X]: pydantic adds no branch tag
                 current = members[0]
                 continue
-            return list(loc[:index]), current, False  # the rest is a branch tag
+            return _Resolved(list(loc[:index]), current, False)  # the rest is a branch tag
         item = loc[index]
         origin = typing.get_origin(current)
         args = typing.get_args(current)
         if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(item, str):
             annotation = _field_for(current, item)
             if annotation is None:
-                return list(loc[: index + 1]), None, False  # unknown key: no annotation
+                return _Resolved(list(loc[: index + 1]), None, False, owner=current)  # unknown key
             current = annotation
         elif origin in (list, set, frozenset) and isinstance(item, int) and args:
             current = args[0]
@@ -148,20 +194,36 @@ def _resolve(model_type: type[BaseModel], loc: Sequence[int | str]) -> tuple[lis
             current = args[0] if (len(args) == 2 and args[1] is Ellipsis) else args[min(item, len(args) - 1)]
         elif origin in (dict, Mapping) and len(args) == 2:
             if index + 1 < len(loc) and loc[index + 1] == _DICT_KEY_MARK:
-                return list(loc[: index + 1]), args[0], True
+                return _Resolved(list(loc[: index + 1]), args[0], True)
             current = args[1]
         else:
-            return list(loc), None, False  # cannot follow further: report the full location
+            return _Resolved(list(loc), None, False)  # cannot follow further: report the full location
         index += 1
-    return list(loc), current, False
+    return _Resolved(list(loc), current, False)
 
 
-def _problem(errors: list[dict[str, Any]], annotation: Any, is_key: bool) -> str:
+def _cause(error: Mapping[str, Any]) -> object:
+    """The exception a model's own check raised, for a "value_error" (None otherwise)."""
+    if error["type"] != "value_error" or "ctx" not in error:
+        return None
+    return error["ctx"]["error"]
+
+
+def _blamed_field(error: Mapping[str, Any]) -> FieldError | None:
+    """The FieldError a model's own check raised, if this error is one."""
+    cause = _cause(error)
+    return cause if isinstance(cause, FieldError) else None
+
+
+def _problem(errors: list[dict[str, Any]], annotation: Any, is_key: bool, owner: type[BaseModel] | None) -> str:
     kinds = {error["type"] for error in errors}
     if "missing" in kinds:
         return "missing required key"
     if "extra_forbidden" in kinds:
-        return "unknown key"
+        return f"unknown key (valid keys: {', '.join(owner.model_fields)})" if owner else "unknown key"
+    blamed = _blamed_field(errors[0])
+    if blamed is not None:
+        return blamed.detail
     first = errors[0]
     what = "dict key" if is_key else ""
     if len(errors) == 1 and first["type"] in _CONSTRAINT_PHRASES:
@@ -179,17 +241,43 @@ def _problem(errors: list[dict[str, Any]], annotation: Any, is_key: bool) -> str
     return f"{what + ': ' if what else ''}expected {expected}, got {type_name(first['input'])}"
 
 
-def validation_problems(model_type: type[BaseModel], exc: ValidationError, where: str = "") -> list[tuple[str, str]]:
-    """(path, problem) pairs for a pydantic ValidationError, union branches merged."""
+def problem_parts(model_type: type[BaseModel], exc: ValidationError) -> list[tuple[tuple[int | str, ...], str]]:
+    """(path parts, problem) for each problem of a ValidationError, union branches merged."""
     groups: dict[tuple[tuple[int | str, ...], bool], list[dict[str, Any]]] = {}
-    annotations: dict[tuple[tuple[int | str, ...], bool], Any] = {}
+    resolved: dict[tuple[tuple[int | str, ...], bool], _Resolved] = {}
+    nested: list[tuple[tuple[int | str, ...], str]] = []
     for error in exc.errors():
-        path, annotation, is_key = _resolve(model_type, error["loc"])
-        key = (tuple(path), is_key)
+        loc = tuple(error["loc"])
+        cause = _cause(error)
+        if isinstance(cause, ConfigProblems):
+            nested += [(loc + parts, problem) for parts, problem in cause.problems]
+            continue
+        blamed = _blamed_field(error)
+        # A model check's location is the model; a field check's already ends with the field.
+        if blamed is not None and loc[-1:] != (blamed.key,):
+            loc += (blamed.key,)
+        found = _resolve(model_type, loc)
+        key = (tuple(found.path), found.is_key)
         groups.setdefault(key, []).append(dict(error))
-        annotations[key] = annotation
-    problems: list[tuple[str, str]] = []
-    for (path, is_key), errors in groups.items():
-        parts = [str(part) if isinstance(part, str) else part for part in path]
-        problems.append((join_path(where, *parts), _problem(errors, annotations[(path, is_key)], is_key)))
-    return problems
+        resolved[key] = found
+    return [
+        (path, _problem(errors, resolved[(path, is_key)].annotation, is_key, resolved[(path, is_key)].owner))
+        for (path, is_key), errors in groups.items()
+    ] + nested
+
+
+def validation_problems(model_type: type[BaseModel], exc: ValidationError, where: str = "") -> list[tuple[str, str]]:
+    """(path, problem) pairs for a pydantic ValidationError; paths joined with " > " under `where`."""
+    return [
+        (join_path(where, *(str(part) if isinstance(part, str) else part for part in path)), problem)
+        for path, problem in problem_parts(model_type, exc)
+    ]
+
+
+def describe_validation_error(model_type: type[BaseModel], exc: ValidationError) -> str:
+    """Config-file wording: "ppo.learning_rate: problem" per problem, joined by "; ".
+
+    A problem of the whole model (a cross-field check that blames no field)
+    has no path and is shown alone.
+    """
+    return str(ConfigProblems(problem_parts(model_type, exc)))

@@ -25,6 +25,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
+from esper.contracts.validation import ConfigProblems, describe_validation_error, problem_parts
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
 from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
@@ -37,7 +38,7 @@ from esper.rl.vector_env import VectorGrowthEnv
 from esper.telemetry import events as ev
 from esper.telemetry.backends import build_backends
 from esper.telemetry.hub import TelemetryHub
-from esper.training.config import TrainConfig, describe_validation_error
+from esper.training.config import TrainConfig
 
 AGENT_NAME = "agent.pt"
 LEARNING_NAME = "learning.png"
@@ -76,9 +77,7 @@ class PPORunConfig(StrictConfig):
         try:
             TrainConfig.model_validate(value)
         except ValidationError as error:
-            raise ValueError(
-                "; ".join(f"train.{line}" for line in describe_validation_error(TrainConfig, error).split("; "))
-            ) from None
+            raise ConfigProblems(problem_parts(TrainConfig, error)) from None
         return value
 
     @model_validator(mode="after")

@@ -12,10 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from esper.contracts.config import StrictConfig
-from esper.contracts.validation import PATH_SEPARATOR, validation_problems
+from esper.contracts.validation import describe_validation_error
 from esper.seeds.gates import GateConfig
 
 
@@ -74,17 +74,6 @@ class TrainConfig(StrictConfig):
     heuristic: dict[str, Any] = Field(default_factory=dict)
     telemetry: list[Literal["console", "jsonl", "tensorboard", "wandb"]] = Field(
         default_factory=lambda: ["jsonl"]
-    )
-
-
-def describe_validation_error(model_type: type[BaseModel], error: ValidationError) -> str:
-    """'key.path: problem' for each problem (the shared formatter, with dotted paths).
-
-    A problem of the whole config (a cross-field check) has no path and is shown alone.
-    """
-    return "; ".join(
-        f"{path.replace(PATH_SEPARATOR, '.')}: {problem}" if path else problem
-        for path, problem in validation_problems(model_type, error)
     )
 
 
