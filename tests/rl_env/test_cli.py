@@ -219,3 +219,4 @@ def test_train_with_a_policy_controller_checkpoints_and_resumes_its_state(agent_
     assert saved["decisions"] == 2 and isinstance(saved["h"], torch.Tensor)
     run_training(config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt", render=False)
     assert load_run(tmp_path / "run" / "checkpoint.pt").controller["decisions"] == 3
+

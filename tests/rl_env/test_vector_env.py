@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from esper.contracts.actions import ActionSpace
+from esper.contracts.actions import ActionSpace, Op
 from esper.rl.environment import EnvConfig
 from esper.rl.policy import RecurrentActorCritic
+from esper.rl.training import EVENT_TYPES as PPO_EVENT_TYPES
 from esper.rl.vector_env import EnvWorkerError, VectorGrowthEnv, episode_seed
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
@@ -93,3 +94,16 @@ def test_errors_inside_a_worker_carry_their_traceback() -> None:
     bad_task = EnvConfig(train=TrainConfig(task="no-such-task"), episode_length=LENGTH)
     with pytest.raises(EnvWorkerError, match=r"(?s)worker 0 failed.*unknown task 'no-such-task'"):
         VectorGrowthEnv([bad_task], 1)
+
+
+def test_the_ppo_run_receives_each_environment_decision() -> None:
+    """esper ppo's events.jsonl records every non-WAIT decision with its env (when seeds were planted)."""
+    events: list[ev.TelemetryEvent] = []
+    with VectorGrowthEnv([CONFIG] * 2, 0, base_seed=7, event_types=PPO_EVENT_TYPES, emit=events.append) as vec:
+        vec.reset(episode=0)
+        wait = [0] * 8
+        germinate = [int(Op.GERMINATE), 0, 0, 0, 0, 2, 0, 0]  # slot 0, first blueprint
+        vec.step(torch.tensor([wait, germinate]))
+    decisions = [e for e in events if isinstance(e, ev.ControllerDecision)]
+    assert [(e.env, e.op, e.executed) for e in decisions] == [(1, "GERMINATE", True)]
+    assert decisions[0].slot is not None and decisions[0].blueprint is not None
