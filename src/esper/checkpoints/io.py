@@ -64,37 +64,38 @@ _LOAD_ERRORS = (
 
 def check_primitive_tree(value: object, where: str = "") -> None:
     """Raise CheckpointError at the first value `torch.load(weights_only=True)` could not read back."""
-    _check(value, where, set())
+    _check(value, (where,), set())
 
 
-def _check(value: object, where: str, on_path: set[int]) -> None:
+# The path is kept as parts and joined only for an error: a checkpoint has hundreds of values.
+def _check(value: object, parts: tuple[str | int, ...], on_path: set[int]) -> None:
     kind = type(value)
     if kind in _PRIMITIVES or kind in _TENSOR_TYPES:
         return
     if kind is dict:
-        _enter(value, where, on_path)
+        _enter(value, parts, on_path)
         for key, item in value.items():  # type: ignore[attr-defined]
             # int keys appear in optimizer state_dicts (parameter indices); both load under weights_only.
             if type(key) not in (str, int):
                 raise CheckpointError.at(
-                    join_path(where, repr(key)), f"dict key: expected str or int, got {type(key).__name__}"
+                    join_path(*parts, repr(key)), f"dict key: expected str or int, got {type(key).__name__}"
                 )
-            _check(item, join_path(where, str(key)), on_path)
+            _check(item, (*parts, str(key)), on_path)
         on_path.discard(id(value))
         return
     if kind is list:
-        _enter(value, where, on_path)
+        _enter(value, parts, on_path)
         for index, item in enumerate(value):  # type: ignore[arg-type]
-            _check(item, join_path(where, index), on_path)
+            _check(item, (*parts, index), on_path)
         on_path.discard(id(value))
         return
     hint = " (use a list)" if kind is tuple else ""
-    raise CheckpointError.at(where, f"expected {_ALLOWED_WORDING}, got {kind.__qualname__}{hint}")
+    raise CheckpointError.at(join_path(*parts), f"expected {_ALLOWED_WORDING}, got {kind.__qualname__}{hint}")
 
 
-def _enter(container: object, where: str, on_path: set[int]) -> None:
+def _enter(container: object, parts: tuple[str | int, ...], on_path: set[int]) -> None:
     if id(container) in on_path:
-        raise CheckpointError.at(where, "container contains itself (reference cycle)")
+        raise CheckpointError.at(join_path(*parts), "container contains itself (reference cycle)")
     on_path.add(id(container))
 
 
