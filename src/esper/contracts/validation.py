@@ -60,10 +60,10 @@ class FieldError(ValueError):
 class ConfigProblems(ValueError):
     """Problems of one config, each at a path: (path parts, problem) pairs in `problems`.
 
-    Raised by `raise_config_problems` (its text is the config-file wording,
-    after `subject`: "cnn host config: widths[1]: expected a value >= 1, got 0"),
-    so a caller that embeds the config can report each problem at its own
-    full path. A field's own check may raise it (without a subject) after
+    `esper.hosts.build_host` raises it for a bad host config (its text is the
+    config-file wording after `subject`: "cnn host config: widths[1]: expected
+    a value >= 1, got 0"), so a caller that embeds the config (a checkpoint)
+    can report each problem at its own full path. A field's own check may raise it (without a subject) after
     validating the field against another model: the formatter then reports
     the problems below the field's path (`train.epochs: expected int, got str`).
     """
@@ -215,7 +215,8 @@ def _blamed_field(error: Mapping[str, Any]) -> FieldError | None:
     return cause if isinstance(cause, FieldError) else None
 
 
-def _problem(errors: list[dict[str, Any]], annotation: Any, is_key: bool, owner: type[BaseModel] | None) -> str:
+def _problem(errors: list[dict[str, Any]], resolved: _Resolved) -> str:
+    annotation, is_key, owner = resolved.annotation, resolved.is_key, resolved.owner
     kinds = {error["type"] for error in errors}
     if "missing" in kinds:
         return "missing required key"
@@ -260,10 +261,7 @@ def problem_parts(model_type: type[BaseModel], exc: ValidationError) -> list[tup
         key = (tuple(found.path), found.is_key)
         groups.setdefault(key, []).append(dict(error))
         resolved[key] = found
-    return [
-        (path, _problem(errors, resolved[(path, is_key)].annotation, is_key, resolved[(path, is_key)].owner))
-        for (path, is_key), errors in groups.items()
-    ] + nested
+    return [(path, _problem(errors, resolved[(path, is_key)])) for (path, is_key), errors in groups.items()] + nested
 
 
 def validation_problems(model_type: type[BaseModel], exc: ValidationError, where: str = "") -> list[tuple[str, str]]:
