@@ -279,7 +279,7 @@ def test_cnn_config_round_trip_property(
         ("cnn", cnn_config(widths=[4, 0]), r"widths\[1\]: expected a value >= 1, got 0$"),
         ("cnn", cnn_config(widths=[]), r"widths: expected at least 1 items, got \[\]$"),
         ("cnn", cnn_config(spatial_dims=3), r"spatial_dims: expected 1 or 2, got 3$"),
-        ("cnn", cnn_config(spatial_dims=True), r"spatial_dims: expected one of 1, 2, got bool \(True\)$"),
+        ("cnn", cnn_config(spatial_dims=True), r"spatial_dims: expected 1 or 2, got bool \(True\)$"),
         ("cnn", cnn_config(in_channels=1.0), r"in_channels: expected int, got float$"),
         ("cnn", cnn_config(kernel_size=4), r"kernel_size: expected an odd int >= 1, got 4$"),
         ("cnn", cnn_config(norm="layer"), r"norm: expected 'batch', 'group' or 'none', got 'layer'$"),

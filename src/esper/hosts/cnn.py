@@ -45,7 +45,7 @@ class CNNHostConfig(StrictConfig):
     def _no_bool_dims(cls, value: Any) -> Any:
         # Literal[1, 2] would otherwise accept True as 1.
         if isinstance(value, bool):
-            raise HostConfigError("spatial_dims", f"expected one of 1, 2, got bool ({value!r})")
+            raise HostConfigError("spatial_dims", f"expected 1 or 2, got bool ({value!r})")
         return value
 
     @model_validator(mode="after")
