@@ -74,7 +74,11 @@ class OptimizerSet:
         self.sync_with_model()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"host": self.host.state_dict(), "seeds": {k: o.state_dict() for k, o in self.seeds.items()}}
+        """Primitives only (checkpoints hold no tuples): see `_group_to_primitives`."""
+        return {
+            "host": _state_to_primitives(self.host.state_dict()),
+            "seeds": {k: _state_to_primitives(o.state_dict()) for k, o in self.seeds.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state) != {"host", "seeds"}:
@@ -84,6 +88,45 @@ class OptimizerSet:
                 f"optimizer state: seed optimizers {sorted(state['seeds'])} do not match the model's seeds "
                 f"{sorted(self.seeds)}"
             )
-        self.host.load_state_dict(state["host"])
+        self.host.load_state_dict(_state_from_primitives(state["host"], self.host, "host"))
         for slot_id, optimizer in self.seeds.items():
-            optimizer.load_state_dict(state["seeds"][slot_id])
+            optimizer.load_state_dict(_state_from_primitives(state["seeds"][slot_id], optimizer, f"seeds > {slot_id}"))
+
+
+def _state_to_primitives(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer's state_dict with its tuple hyperparameters (AdamW's `betas`) as lists.
+
+    Only param-group values are tuples in torch's optimizers; per-parameter state is
+    tensors and numbers. `_state_from_primitives` turns them back, so a save/load
+    round trip gives the optimizer exactly the types it had.
+    """
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
+    return {"state": state["state"], "param_groups": groups}
+
+
+def _state_from_primitives(state: dict[str, Any], optimizer: torch.optim.Optimizer, where: str) -> dict[str, Any]:
+    """Inverse of `_state_to_primitives`, using the live optimizer's groups for the tuple fields."""
+    if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"optimizer state {where}: expected keys ['param_groups', 'state'], got {found}")
+    groups = state["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        raise ValueError(
+            f"optimizer state {where} > param_groups: expected a list of {len(optimizer.param_groups)} groups, "
+            f"got {groups!r:.80}"
+        )
+    restored = []
+    for index, (saved, live) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        if not isinstance(saved, dict):
+            raise ValueError(f"optimizer state {where} > param_groups > [{index}]: expected dict, got {saved!r:.80}")
+        group = dict(saved)
+        for key, value in live.items():
+            if isinstance(value, tuple) and key in group:
+                if not isinstance(group[key], list) or len(group[key]) != len(value):
+                    raise ValueError(
+                        f"optimizer state {where} > param_groups > [{index}] > {key}: expected a list of "
+                        f"{len(value)} numbers, got {group[key]!r:.80}"
+                    )
+                group[key] = tuple(group[key])
+        restored.append(group)
+    return {"state": state["state"], "param_groups": restored}
