@@ -4,12 +4,15 @@ Reads a model checkpoint (or the model inside a run checkpoint), bakes every
 fossilized seed into a plain static module and writes its weights with
 safetensors plus the metadata `esper.checkpoints.export.load_exported`
 needs to rebuild it. Seeds that are not fossilized are left out, with a
-warning naming each. Exit 0 on success, 2 on bad input.
+warning naming each. An existing --out file is replaced only with
+--overwrite, and never when it is the checkpoint itself. Exit 0 on success,
+2 on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="model (.pt) or run checkpoint")
     parser.add_argument("--out", required=True, metavar="FILE", help="output file, e.g. grown.safetensors")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     parser.set_defaults(func=handler)
 
 
@@ -47,6 +51,12 @@ def handler(args: argparse.Namespace) -> int:
         return _fail(f"--out {out}: directory {out.parent} does not exist")
     if out.is_dir():
         return _fail(f"--out {out}: is a directory, expected a file path")
+    if out.exists():
+        # samefile: a symlink, a hard link or another spelling of the input is still the input.
+        if os.path.samefile(source, out):
+            return _fail(f"--out {out}: is the checkpoint being exported; choose another file")
+        if not args.overwrite:
+            return _fail(f"--out {out}: already exists; pass --overwrite to replace it")
     try:
         model = load_model(source)
     except CheckpointError as error:

@@ -22,6 +22,7 @@ COMMANDS: tuple[str, ...] = (
     "esper.cli.bench_cmd",
     "esper.cli.ppo_cmd",
     "esper.cli.evaluate_cmd",
+    "esper.cli.summarize_cmd",
 )
 
 

@@ -7,8 +7,6 @@ import re
 import sys
 from pathlib import Path
 
-from rich.console import Console
-
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, build_config, read_config_file
 
@@ -21,7 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--config", type=Path, help="TOML or JSON config file; flags override it")
     parser.add_argument("--out", type=Path, help="run directory (default runs/TASK-CONTROLLER-seedS)")
-    parser.add_argument("--resume", type=Path, help="resume from a run checkpoint (checkpoint.pt)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR/checkpoint.pt",
+        help="continue a run in its own directory; only --epochs may change (to extend it)",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (only its events, checkpoint, summary and report)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default cpu")
     parser.add_argument("--data-dir", help="dataset directory (cifar10)")
     parser.add_argument("--text-file", help="corpus for the text task (default: the Python stdlib's source)")
@@ -41,61 +49,125 @@ def _default_out(task: str, controller: str, seed: int) -> Path:
     return Path("runs") / name
 
 
+def _fail(message: str) -> int:
+    # Plain print, not rich: one line however long, and no markup read into paths or messages.
+    print(f"esper train: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def _os_error(error: OSError, fallback: Path) -> str:
+    """`PATH: cause` for any OS error (disk full, permission denied, ...)."""
+    cause = error.strerror if error.strerror else str(error)
+    if error.filename is not None:
+        return f"{error.filename}: {cause}"
+    return f"{fallback}: writing the run failed: {cause}"
+
+
+_FLAGS = {
+    "task": "--task",
+    "controller": "--controller",
+    "epochs": "--epochs",
+    "seed": "--seed",
+    "device": "--device",
+    "data_dir": "--data-dir",
+    "text_file": "--text-file",
+}
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError that caused `error`, if any: torch.save reports a failed write (disk full) as a
+    RuntimeError raised while the OSError is being handled."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def handle(args: argparse.Namespace) -> int:
+    fallback = args.out or (args.resume.parent if args.resume else Path("."))
+    try:
+        return _handle(args)
+    except OSError as error:
+        return _fail(_os_error(error, fallback))
+    except RuntimeError as error:
+        cause = _os_error_behind(error)
+        if cause is None:
+            raise
+        return _fail(_os_error(cause, fallback))
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from esper.checkpoints.agent_io import AgentMismatchError
+    from esper.training.preflight import RunInputError, validate_run_inputs
     from esper.training.trainer import run_training
     from esper.ui.progress import TrainingProgress
 
-    console = Console(stderr=True)
+    flags = {
+        "task": args.task,
+        "controller": args.controller,
+        "epochs": args.epochs,
+        "seed": args.seed,
+        "device": args.device,
+        "data_dir": args.data_dir,
+        "text_file": args.text_file,
+    }
     try:
+        # Flags alone first, so that a bad flag is blamed on the command line, not on the file.
+        build_config({}, flags, source="command line")
         file_values = read_config_file(args.config) if args.config else {}
-        config = build_config(
-            file_values,
-            {
-                "task": args.task,
-                "controller": args.controller,
-                "epochs": args.epochs,
-                "seed": args.seed,
-                "device": args.device,
-                "data_dir": args.data_dir,
-                "text_file": args.text_file,
-            },
-            source=str(args.config) if args.config else "arguments",
-        )
+        config = build_config(file_values, flags, source=str(args.config) if args.config else "command line")
     except ConfigError as error:
-        console.print(f"[red]esper train: {error}[/red]")
-        return 2
-    if args.resume is not None and not args.resume.is_file():
-        console.print(f"[red]esper train: --resume {args.resume}: no such file[/red]")
-        return 2
-    out = args.out or (args.resume.parent if args.resume else _default_out(config.task, config.controller, config.seed))
-    from esper.tasks import default_tasks
-
+        return _fail(str(error))
+    labels = {key: str(args.config) for key in file_values}
+    labels.update({key: _FLAGS[key] for key, value in flags.items() if value is not None})
+    if args.resume is not None:
+        out = args.out if args.out is not None else args.resume.parent
+    else:
+        out = args.out or _default_out(config.task, config.controller, config.seed)
     try:
-        epochs_hint = config.epochs or default_tasks().get(config.task).defaults.epochs
-    except ValueError as error:
-        console.print(f"[red]esper train: {error}[/red]")
-        return 2
+        inputs = validate_run_inputs(config, out, resume=args.resume, overwrite=args.overwrite, labels=labels)
+    except (RunInputError, CheckpointError, AgentMismatchError) as error:
+        return _fail(str(error))
+    if inputs.nothing_to_do:
+        print(
+            f"nothing to do: the run in {inputs.out_dir}/ already trained {inputs.trained_epochs} of "
+            f"{inputs.total_epochs} epochs; extend it with --epochs N (N > {inputs.trained_epochs})"
+        )
+        return 0
+    config = inputs.config
     progress = TrainingProgress(
-        total_epochs=epochs_hint,
+        total_epochs=inputs.total_epochs,
         title=f"esper train {config.task} · {config.controller}",
         enabled=not args.no_progress,
     )
     try:
         with progress:
             summary = run_training(
-                config, out_dir=out, resume=args.resume, stop_after=args.stop_after, extra_backends=[progress]
+                config,
+                out_dir=inputs.out_dir,
+                resume=args.resume,
+                stop_after=args.stop_after,
+                extra_backends=[progress],
+                overwrite=args.overwrite,
             )
     except (ValueError, CheckpointError) as error:
-        console.print(f"[red]esper train: {error}[/red]")
-        return 2
+        return _fail(str(error))
     except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted: resume with  esper train --resume {out / 'checkpoint.pt'}[/yellow]")
+        print(
+            f"\ninterrupted: resume with  esper train --resume {inputs.out_dir / 'checkpoint.pt'}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 130
     seeds = ", ".join(f"{s['slot']}:{s['blueprint']}→{s['outcome']}" for s in summary["seeds"]) or "none"
     print(
         f"test accuracy {100 * summary['test_accuracy']:.2f}% · params {summary['total_params']:,} "
         f"(host {summary['host_params']:,} + seeds {summary['seed_params']:,}) · seeds: {seeds} · "
-        f"{summary['wall_seconds']:.1f}s\noutputs in {out}/",
+        f"{summary['wall_seconds']:.1f}s\noutputs in {inputs.out_dir}/",
         file=sys.stdout,
     )
     return 0

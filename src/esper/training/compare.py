@@ -82,7 +82,8 @@ def _run(
     extra: dict[str, Any],
 ) -> dict[str, Any]:
     config = TrainConfig(task=task, controller=controller, seed=seed, epochs=epochs, host_overrides=overrides, **extra)
-    summary = run_training(config, out_dir=out, render=False)
+    # A comparison owns the run directories under its --out: running it again replaces them.
+    summary = run_training(config, out_dir=out, render=False, overwrite=True)
     return {
         k: summary[k] for k in ("seed", "test_accuracy", "total_params", "host_params", "seed_params", "wall_seconds")
     } | {"seeds": len(summary["seeds"])}

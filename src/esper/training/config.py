@@ -18,6 +18,8 @@ from esper.contracts.config import StrictConfig
 from esper.contracts.validation import describe_validation_error
 from esper.seeds.gates import GateConfig
 
+SEED_MAX = 2**32 - 1
+
 
 class ConfigError(ValueError):
     """A config file or option is malformed; the message names the key."""
@@ -44,7 +46,8 @@ class TrainConfig(StrictConfig):
 
     task: str = "mnist1d"
     controller: str = "heuristic"
-    seed: int = 0
+    # numpy's legacy seeding accepts 0 <= seed < 2**32; one range for every RNG we seed.
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     epochs: int | None = Field(default=None, ge=1)
     batch_size: int | None = Field(default=None, ge=1)
     host_lr: float | None = Field(default=None, gt=0)
@@ -79,9 +82,18 @@ class TrainConfig(StrictConfig):
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """Parse a TOML or JSON config file into a dict (not yet validated)."""
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    if path.is_dir():
+        raise ConfigError(f"config file {path}: is a directory, expected a .toml or .json file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"config file {path}: not UTF-8 text (byte {error.start}: {error.reason})"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot read: {error.strerror}") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)

@@ -7,9 +7,12 @@ a complete record of the run.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+from esper.checkpoints.atomic import atomic_write_bytes
 from esper.telemetry import events as ev
 
 
@@ -86,3 +89,8 @@ def summarize(events: Iterable[ev.TelemetryEvent]) -> dict[str, Any]:
         summary.update(finished.summary)
         summary["finish_reason"] = finished.reason
     return summary
+
+
+def write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write summary.json atomically: a failed write (disk full) leaves the previous file whole."""
+    atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))

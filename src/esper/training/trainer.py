@@ -7,7 +7,6 @@ progress), summary.json (built from the events) and report.png.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -27,12 +26,11 @@ from esper.telemetry.hub import Backend, TelemetryHub
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GovernorAbort, GrowthRun
-from esper.training.summary import summarize
+from esper.training.preflight import prepare_run_dir, validate_run_inputs
+from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, SUMMARY_NAME
+from esper.training.summary import summarize, write_summary
 
-CHECKPOINT_NAME = "checkpoint.pt"
-EVENTS_NAME = "events.jsonl"
-SUMMARY_NAME = "summary.json"
-REPORT_NAME = "report.png"
+__all__ = ["CHECKPOINT_NAME", "EVENTS_NAME", "REPORT_NAME", "SUMMARY_NAME", "run_training", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -59,17 +57,23 @@ def run_training(
     stop_after: int | None = None,
     extra_backends: list[Backend] | None = None,
     render: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) one run; returns its summary.
 
-    `stop_after` ends the run after that many epochs in total, leaving a
-    resumable checkpoint (what Ctrl-C does, but at a chosen epoch).
+    Every input is checked first (`validate_run_inputs`, RunInputError) and
+    nothing on disk changes until all pass. A fresh run refuses a directory
+    that holds a run unless `overwrite`, which then removes that run's own
+    files. A resume continues in the checkpoint's directory with the saved
+    config; `config` may only extend `epochs`, any other field it sets must
+    equal the saved value. `stop_after` ends the run after that many epochs in
+    total, leaving a resumable checkpoint (what Ctrl-C does, but at a chosen epoch).
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if resume is None:
-        # A fresh run owns its directory's outputs: never append to an older run's events.
-        for name in (EVENTS_NAME, SUMMARY_NAME, CHECKPOINT_NAME, REPORT_NAME):
-            (out_dir / name).unlink(missing_ok=True)
+    inputs = validate_run_inputs(config, out_dir, resume=resume, overwrite=overwrite)
+    config = inputs.config
+    if inputs.nothing_to_do:
+        return summarize(read_events(out_dir / EVENTS_NAME))
+    prepare_run_dir(inputs)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
     hub = TelemetryHub([*build_backends(names, out_dir), *(extra_backends or [])])
     checkpoint_path = out_dir / CHECKPOINT_NAME
@@ -89,7 +93,6 @@ def run_training(
     with hub:
         if resume is not None:
             saved = load_run(resume)
-            config = TrainConfig.model_validate(saved.config)
             run = GrowthRun(config, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
             controller = attach(_controller_for(run))
@@ -136,7 +139,7 @@ def run_training(
     if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
         summary.update(final)
         summary["finish_reason"] = reason
-    (out_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(out_dir / SUMMARY_NAME, summary)
     if render:
         from esper.ui.report import render_report
 
