@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from esper.contracts.validation import describe_validation_error
+from esper.tasks import Task, default_tasks
 from esper.training.config import TrainConfig
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, RUN_FILE_NAMES
 
@@ -90,16 +91,14 @@ def _label(key: str, labels: Mapping[str, str] | None) -> str:
 
 
 # --------------------------------------------------------------------------- the config's inputs
-def _check_task(config: TrainConfig) -> Any:
-    from esper.tasks import default_tasks
-
+def _check_task(config: TrainConfig) -> Task:
     try:
         return default_tasks().get(config.task)
     except ValueError as error:
         raise RunInputError(f"--task: {error}") from None
 
 
-def _check_blueprints(config: TrainConfig, task: Any) -> list[str]:
+def _check_blueprints(config: TrainConfig, task: Task) -> list[str]:
     from esper.blueprints import default_registry
 
     names = list(config.blueprints) if config.blueprints is not None else list(task.default_blueprints)
@@ -179,7 +178,7 @@ def _check_data_paths(config: TrainConfig) -> None:
         raise RunInputError(f"--text-file {config.text_file}: {cause}")
 
 
-def _check_config(config: TrainConfig) -> Any:
+def _check_config(config: TrainConfig) -> Task:
     task = _check_task(config)
     blueprints = _check_blueprints(config, task)
     _check_controller(config, blueprints)
@@ -320,8 +319,8 @@ def _resolve_resume(
         total = config.epochs or task_epochs
         if total < trained:
             raise RunInputError(
-                f"--epochs {total}: the run has already trained {trained} epochs; --epochs is the run's "
-                f"total, so it can only extend the run (at least {trained})"
+                f"{_label('epochs', labels)} {total}: the run has already trained {trained} epochs; epochs is "
+                f"the run's total, so it can only extend the run (at least {trained})"
             )
     resolved = saved if total == saved_total else saved.model_copy(update={"epochs": total})
     return resolved, trained, total, saved_total
@@ -343,14 +342,13 @@ def validate_run_inputs(
     (`out_dir` must be it), and every setting explicitly set in `config`
     (its `model_fields_set`, nested tables included) must equal the saved
     run's, except `epochs`, which may extend the run. `labels` maps a
-    top-level key to where its value came from (e.g. "--seed" or
-    "config run.toml:"), for the messages.
+    top-level key to where its value came from, a flag ("--seed") or a
+    config file's path, for the messages.
     """
     out_dir = Path(out_dir)
     if resume is None:
-        _check_config(config)
+        task = _check_config(config)
         replaces = _check_fresh_out_dir(out_dir, overwrite)
-        task = _check_task(config)
         total = config.epochs or task.defaults.epochs
         return ResolvedInputs(config, out_dir, None, replaces, 0, total, False)
     resume = Path(resume)
