@@ -9,6 +9,7 @@ from pathlib import Path
 
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, build_config, read_config_file
+from esper.training.run_files import RUN_FILE_NAMES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +45,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handle)
 
 
-def _default_out(task: str, controller: str, seed: int) -> Path:
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{task}-{controller}-seed{seed}")
-    return Path("runs") / name
+def _default_out(task: str, controller: str, seed: int, overwrite: bool) -> Path:
+    """runs/TASK-CONTROLLER-seedS, or the first free runs/...-2, -3, ... when it holds a run.
+
+    The default directory is Esper's choice, so a second `./run.sh` gets a new one
+    instead of a refusal; an explicit --out that holds a run is refused (or replaced
+    with --overwrite), and with --overwrite the unsuffixed default is replaced.
+    """
+    base = Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{task}-{controller}-seed{seed}")
+    if overwrite:
+        return base
+    candidate, number = base, 1
+    while any((candidate / name).exists() for name in RUN_FILE_NAMES):
+        number += 1
+        candidate = base.with_name(f"{base.name}-{number}")
+    return candidate
 
 
 def _fail(message: str) -> int:
@@ -127,7 +140,7 @@ def _handle(args: argparse.Namespace) -> int:
     if args.resume is not None:
         out = args.out if args.out is not None else args.resume.parent
     else:
-        out = args.out or _default_out(config.task, config.controller, config.seed)
+        out = args.out or _default_out(config.task, config.controller, config.seed, args.overwrite)
     try:
         inputs = validate_run_inputs(config, out, resume=args.resume, overwrite=args.overwrite, labels=labels)
     except (RunInputError, CheckpointError, AgentMismatchError) as error:
