@@ -16,7 +16,7 @@ import pytest
 from esper.cli.main import main
 from esper.tasks.cifar10 import BATCHES_DIRNAME, TEST_FILE, TRAIN_FILES
 
-from .support import CIFAR_PER_BATCH, PPO_CONFIG
+from .support import CIFAR_PER_BATCH, PPO_CONFIG, ppo_args
 
 
 def _write_cifar_batch(path: Path, data: np.ndarray, labels: list[int]) -> None:
@@ -46,7 +46,9 @@ def data_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, 
 def agent_for(
     tmp_path_factory: pytest.TempPathFactory, data_files: dict[str, dict[str, str]]
 ) -> Callable[[str], Path]:
-    """task -> a PPO agent written by `esper ppo` for that task (its slots and blueprints), made once."""
+    """task -> a PPO agent written by `esper ppo` for that task (its slots and blueprints), made once.
+
+    The run's config file is `ppo.toml` next to the agent's directory."""
     agents: dict[str, Path] = {}
 
     def make(task: str) -> Path:
@@ -56,10 +58,7 @@ def agent_for(
             data = "\n".join(f'{key} = "{value}"' for key, value in data_files.get(task, {}).items())
             config = parent / "ppo.toml"
             config.write_text(PPO_CONFIG.format(data=data), encoding="utf-8")
-            code = main([
-                "ppo", "--task", task, "--envs", "1", "--rounds", "1", "--episode-length", "2",
-                "--workers", "0", "--imitate", "0", "--config", str(config), "--out", str(out), "--no-progress",
-            ])
+            code = main([*ppo_args(task, str(config)), "--out", str(out)])
             assert code == 0, f"esper ppo --task {task} failed"
             agents[task] = out / "agent.pt"
         return agents[task]

@@ -65,3 +65,9 @@ def data_args(data: dict[str, str]) -> list[str]:
     """The same data fields as `esper train` flags."""
     flags = {"data_dir": "--data-dir", "text_file": "--text-file"}
     return [part for key, value in data.items() for part in (flags[key], value)]
+
+
+def ppo_args(task: str, config: str) -> list[str]:
+    """`esper ppo` flags of the smallest run that writes an agent (1 env, 1 round of 2 epochs)."""
+    return ["ppo", "--task", task, "--envs", "1", "--rounds", "1", "--episode-length", "2", "--workers", "0",
+            "--imitate", "0", "--config", config, "--no-progress"]
