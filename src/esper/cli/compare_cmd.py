@@ -54,7 +54,7 @@ def handle(args: argparse.Namespace) -> int:
             progress=lambda text: console.print(f"[dim]running {text}…[/dim]"),
         )
     except ValueError as error:  # e.g. the task's data is missing
-        console.print(f"[red]esper compare: {error}[/red]", highlight=False)
+        console.print(f"[red]esper compare: {error}[/red]", highlight=False, soft_wrap=True)
         return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
