@@ -77,6 +77,10 @@ def drive(
                 slot.state.metrics.gradient_ratio = float(rng.uniform(0.0, 0.3))
             if slot.alpha.alpha > 0.0 and rng.random() < 0.8:  # the loop measures seeds with alpha > 0
                 slot.record_contribution(float(rng.uniform(-1.0, 3.0)))
+            gain = slot.state.metrics.improvement_points()
+            if slot.stage == SeedStage.TRAINING and gain is not None:
+                # A projected gain for strict G2, drawn from the random walk without another draw.
+                slot.record_projected_contribution(gain)
         counts = model.param_counts()
         signals = EpochSignals(
             epoch=epoch, max_epochs=epochs, train_loss=loss, train_accuracy=acc, val_loss=loss,
@@ -207,7 +211,7 @@ def test_random_covers_every_legal_op_on_a_held_seed() -> None:
     slot = model.slot("r0c0")
     assert model.advance("r0c0").passed
     slot.record_accuracy(0.5)
-    slot.state.metrics.accuracy_at_stage_start = 0.4
+    slot.record_projected_contribution(10.0)
     slot.state.metrics.gradient_ratio = 0.5
     for _ in range(3):
         model.step_epoch()

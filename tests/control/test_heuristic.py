@@ -44,7 +44,7 @@ class Run:
         self.accs: list[float] = []
 
     def step(self, acc: float = 0.6, loss: float = 1.0, *, ratio: float | None = None,
-             contribution: float | None = None) -> Decision:
+             contribution: float | None = None, projected: float | None = None) -> Decision:
         self.losses.append(loss)
         self.accs.append(acc)
         for slot in self.model.slots():
@@ -55,6 +55,8 @@ class Run:
                 slot.state.metrics.gradient_ratio = ratio
             if contribution is not None and seed_runs_in_forward(slot.stage):
                 slot.record_contribution(contribution)
+            if projected is not None and slot.stage == SeedStage.TRAINING:
+                slot.record_projected_contribution(projected)
         counts = self.model.param_counts()
         signals = EpochSignals(
             epoch=len(self.losses), max_epochs=100, train_loss=loss, train_accuracy=acc, val_loss=loss,
@@ -86,10 +88,10 @@ def to_germinated(run: Run) -> None:
 def to_holding(run: Run) -> None:
     to_germinated(run)
     assert run.step().op == Op.ADVANCE and run.stage() == SeedStage.TRAINING
-    waiting = run.step(0.6)  # G2: too few epochs, no gain, gradient ratio never measured
+    waiting = run.step(0.6)  # G2: too few epochs, projected gain and gradient ratio never measured
     assert waiting.op == Op.WAIT and "G2" in waiting.reason and "never measured" in waiting.reason
-    assert run.step(0.61, ratio=0.2).op == Op.WAIT  # 2 epochs in stage: one short
-    assert run.step(0.61, ratio=0.2).op == Op.ADVANCE and run.stage() == SeedStage.BLENDING
+    assert run.step(0.61, ratio=0.2, projected=1.0).op == Op.WAIT  # 2 epochs in stage: one short
+    assert run.step(0.61, ratio=0.2, projected=1.0).op == Op.ADVANCE and run.stage() == SeedStage.BLENDING
     for _ in range(4):  # the 5-epoch ramp is still running
         blending = run.step(0.61)
         assert blending.op == Op.WAIT and "G3" in blending.reason
@@ -204,8 +206,8 @@ def test_penalised_blueprint_is_skipped_after_a_prune() -> None:
     assert (decision.slot, decision.blueprint) == ("r0c1", "norm")
     assert run.step(0.57).op == Op.ADVANCE
     for _ in range(2):
-        assert run.step(0.58, ratio=0.2).op == Op.WAIT
-    assert run.step(0.58, ratio=0.2).op == Op.ADVANCE  # to BLENDING
+        assert run.step(0.58, ratio=0.2, projected=1.0).op == Op.WAIT
+    assert run.step(0.58, ratio=0.2, projected=1.0).op == Op.ADVANCE  # to BLENDING
     while run.step(0.58).op != Op.ADVANCE:  # to HOLDING
         assert len(run.accs) < 50
     assert run.step(0.58, contribution=2.0).op == Op.FOSSILIZE
@@ -249,9 +251,8 @@ def test_partial_blend_target_is_ramped_to_full() -> None:
     run.model.germinate("r0c0", "norm", alpha_target=0.5, blend_steps=0)
     slot = run.model.slot("r0c0")
     assert run.step().op == Op.ADVANCE
-    slot.state.metrics.accuracy_at_stage_start = 0.5  # +10 pt since TRAINING started
     for _ in range(3):
-        decision = run.step(ratio=0.5)
+        decision = run.step(ratio=0.5, projected=10.0)  # blending it in would gain 10 pt
     assert decision.op == Op.ADVANCE and slot.alpha.alpha == 0.5  # blend jumped to its 0.5 target
     retarget = run.step()
     assert (retarget.op, retarget.alpha_target, retarget.alpha_steps) == (Op.SET_ALPHA_TARGET, 1.0, 5)

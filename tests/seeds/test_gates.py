@@ -44,13 +44,19 @@ def ramping() -> AlphaController:
 
 
 def training(
-    epochs: int = 3, start: float | None = 0.50, now: float | None = 0.51, ratio: float | None = 0.2
+    epochs: int = 3,
+    projected: float | None = 1.0,
+    ratio: float | None = 0.2,
+    start: float | None = 0.50,
+    now: float | None = 0.50,
 ) -> SeedState:
+    """A TRAINING seed; by default the model's accuracy did not move since the stage began."""
     return make_state(
         SeedStage.TRAINING,
         epochs_in_stage=epochs,
         accuracy_at_stage_start=start,
         current_accuracy=now,
+        projected_contribution=projected,
         gradient_ratio=ratio,
     )
 
@@ -85,12 +91,13 @@ def test_g2_strict_passes_with_all_three() -> None:
     ("state", "fragment"),
     [
         (training(epochs=2), "epochs_in_stage >= 3"),
-        (training(now=0.5049), "improvement >= 0.5 pt (was 0.49)"),
-        (training(now=0.40), "improvement >= 0.5 pt (was -10.00)"),
+        (training(projected=0.49), "projected gain >= 0.5 pt (was 0.49)"),
+        (training(projected=-10.0), "projected gain >= 0.5 pt (was -10.00)"),
+        (training(projected=None), "projected gain >= 0.5 pt (never measured)"),
+        # The model improving while the seed is in TRAINING is the host's doing, not the seed's.
+        (training(projected=0.0, start=0.40, now=0.90), "projected gain >= 0.5 pt (was 0.00)"),
         (training(ratio=0.099), "gradient ratio >= 0.1 (was 0.099)"),
         (training(ratio=None), "gradient ratio >= 0.1 (never measured)"),
-        (training(start=None), "improvement >= 0.5 pt (never measured)"),
-        (training(now=None), "improvement >= 0.5 pt (never measured)"),
     ],
 )
 def test_g2_strict_each_check_can_fail_alone(state: SeedState, fragment: str) -> None:
@@ -110,17 +117,23 @@ def test_g2_gradient_ratio_zero_is_measured_not_never_measured() -> None:
 
 
 def test_g2_thresholds_are_inclusive() -> None:
-    exact = training(start=0.25, now=0.255, ratio=0.10)  # exactly 0.5 pt and ratio 0.10
+    exact = training(projected=0.5, ratio=0.10)
     assert evaluate_gate(SeedStage.BLENDING, exact, AlphaController(), STRICT).passed
 
 
+def test_g2_strict_judges_the_seed_not_the_model() -> None:
+    # The model's accuracy fell while the seed trained, but blending the seed in would gain 3 pt.
+    result = evaluate_gate(SeedStage.BLENDING, training(projected=3.0, start=0.6, now=0.4), AlphaController(), STRICT)
+    assert result.passed and "projected gain >= 0.5 pt (was 3.00)" in result.checks_passed
+
+
 def test_g2_permissive_needs_only_epochs() -> None:
-    unmeasured = training(start=None, now=None, ratio=None)
+    unmeasured = training(projected=None, start=None, now=None, ratio=None)
     result = evaluate_gate(SeedStage.BLENDING, unmeasured, AlphaController(), PERMISSIVE)
     assert result.passed and result.checks_passed == ("epochs_in_stage >= 3",)
-    worse = training(now=0.1, ratio=0.0)
+    worse = training(projected=-20.0, now=0.1, ratio=0.0)
     assert evaluate_gate(SeedStage.BLENDING, worse, AlphaController(), PERMISSIVE).passed
-    early = training(epochs=2, start=None, now=None, ratio=None)
+    early = training(epochs=2, projected=None, start=None, now=None, ratio=None)
     result = evaluate_gate(SeedStage.BLENDING, early, AlphaController(), PERMISSIVE)
     assert not result.passed and result.checks_failed == ("epochs_in_stage >= 3",)
 
@@ -131,10 +144,10 @@ def test_g2_config_thresholds_are_used() -> None:
     def g2(state: SeedState) -> GateResult:
         return evaluate_gate(SeedStage.BLENDING, state, AlphaController(), config)
 
-    assert not g2(training(epochs=4, now=0.53, ratio=0.6)).passed
-    assert g2(training(epochs=5, now=0.53, ratio=0.6)).passed
-    result = g2(training(epochs=5, now=0.515, ratio=0.6))
-    assert not result.passed and "improvement >= 2.0 pt" in failed_names(result)
+    assert not g2(training(epochs=4, projected=3.0, ratio=0.6)).passed
+    assert g2(training(epochs=5, projected=3.0, ratio=0.6)).passed
+    result = g2(training(epochs=5, projected=1.5, ratio=0.6))
+    assert not result.passed and "projected gain >= 2.0 pt" in failed_names(result)
 
 
 # --------------------------------------------------------------------- G3

@@ -191,7 +191,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             slot.record_accuracy(self.accuracy)
 
     def do_record_contribution(self, sid: str, value: float) -> None:
-        self._attempt("record_contribution", lambda: self.model.slot(sid).record_contribution(value))
+        slot = self.model.slot(sid)
+        if slot.stage == SeedStage.TRAINING:  # what a TRAINING seed is measured by: its projected gain
+            self._attempt("record_projected_contribution", lambda: slot.record_projected_contribution(value))
+        else:
+            self._attempt("record_contribution", lambda: slot.record_contribution(value))
 
     def do_train_and_measure(self, sid: str, host_norm: float | None) -> None:
         self.model.train()
@@ -314,6 +318,8 @@ def test_scripted_run_reaches_every_stage() -> None:
         lambda: m.do_advance("r0c1"),  # G2 refused: nothing measured yet
         *[m.do_step_epoch] * 3,
         lambda: m.do_record_accuracy(0.03),
+        lambda: m.do_record_contribution("r0c1", 2.5),  # projected gains (both seeds are TRAINING)
+        lambda: m.do_record_contribution("r0c0", 1.0),
         lambda: m.do_train_and_measure("r0c1", 1e-3),
         lambda: m.do_train_and_measure("r0c0", 1e-3),
         lambda: m.do_advance("r0c1"),

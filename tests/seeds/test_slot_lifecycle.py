@@ -82,7 +82,7 @@ def test_strict_happy_path_with_real_measurements() -> None:
     assert g0.passed and slot.stage == S.GERMINATED and slot.seed is not None
     assert slot.advance().passed and slot.stage == S.TRAINING
 
-    # G2 needs 3 epochs, +0.5 pt and a measured gradient ratio.
+    # G2 needs 3 epochs, a projected gain of 0.5 pt and a measured gradient ratio.
     slot.record_accuracy(0.40)
     result = slot.advance()
     assert not result.passed and slot.stage == S.TRAINING
@@ -90,6 +90,7 @@ def test_strict_happy_path_with_real_measurements() -> None:
     for _ in range(3):
         slot.step_epoch()
     slot.record_accuracy(0.42)
+    slot.record_projected_contribution(2.0)
     perturb(slot)
     loss = slot(X.clone().requires_grad_(True)).pow(2).sum()
     loss.backward()

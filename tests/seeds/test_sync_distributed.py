@@ -26,8 +26,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _slot_in_training(rank: int, improvement_points: float) -> SeedSlot:
-    """A TRAINING slot whose only difference between ranks is the measured improvement."""
+def _slot_in_training(rank: int, projected_points: float) -> SeedSlot:
+    """A TRAINING slot whose only difference between ranks is the measured projected gain."""
     torch.manual_seed(0)
     slot = SeedSlot("r0c0", SlotShape("cnn", 8, spatial_dims=1))  # strict gates
     slot.germinate("conv_light", blend_steps=3)
@@ -35,7 +35,7 @@ def _slot_in_training(rank: int, improvement_points: float) -> SeedSlot:
     assert slot.advance().passed  # G1 (itself a synchronised decision)
     for _ in range(3):
         slot.step_epoch()
-    slot.record_accuracy(0.5 + improvement_points / 100.0)
+    slot.record_projected_contribution(projected_points)
     assert slot.state is not None
     slot.state.metrics.gradient_ratio = 0.5
     return slot
@@ -48,15 +48,15 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     report: dict[str, object] = {"rank": rank, "active": distributed_active()}
     try:
         # Case 1: rank 0 sees +5 pt (G2 passes), rank 1 sees +0 pt (G2 would fail locally).
-        slot = _slot_in_training(rank, improvement_points=5.0 if rank == 0 else 0.0)
+        slot = _slot_in_training(rank, projected_points=5.0 if rank == 0 else 0.0)
         assert slot.state is not None
-        gain = slot.state.metrics.improvement_points()
+        gain = slot.state.metrics.projected_contribution
         report["local_g2_would_pass"] = gain is not None and gain >= slot.gate_config.g2_min_improvement_points
         result = slot.advance()
         report["case1"] = {"passed": result.passed, "stage": slot.stage.name, "failed": list(result.checks_failed)}
 
         # Case 2: the reverse; rank 0 fails, so rank 1 (which would pass) stays too.
-        slot = _slot_in_training(rank, improvement_points=0.0 if rank == 0 else 5.0)
+        slot = _slot_in_training(rank, projected_points=0.0 if rank == 0 else 5.0)
         before = slot.state.model_dump()  # type: ignore[union-attr]
         result = slot.advance()
         report["case2"] = {
@@ -66,7 +66,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         }
 
         # force_alpha would let ranks evaluate different networks: refused inside the group.
-        blending = _slot_in_training(rank, improvement_points=5.0)
+        blending = _slot_in_training(rank, projected_points=5.0)
         blending.advance()
         try:
             with blending.force_alpha(0.0):
@@ -106,7 +106,7 @@ def test_sync_decision_is_the_identity_without_a_group() -> None:
 
 
 def test_force_alpha_allowed_without_a_group() -> None:
-    slot = _slot_in_training(0, improvement_points=5.0)
+    slot = _slot_in_training(0, projected_points=5.0)
     assert slot.advance().passed and slot.stage == SeedStage.BLENDING
     with slot.force_alpha(0.0):
         assert slot._forced_alpha == 0.0

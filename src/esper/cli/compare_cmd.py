@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="directory for the runs and compare.json (default runs/compare-TASK)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON on stdout")
     parser.add_argument("--max-batches-per-epoch", type=int, help="cap training batches per epoch (quick checks)")
+    parser.add_argument("--data-dir", help="dataset directory (cifar10)")
+    parser.add_argument("--text-file", help="corpus for the text task (default: the Python stdlib's source)")
     parser.set_defaults(func=handle)
 
 
@@ -36,15 +38,24 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"[red]esper compare: unknown task {args.task!r}; tasks: {default_tasks().names()}[/red]")
         return 2
     out = args.out or Path("runs") / f"compare-{args.task}"
-    extra = {} if args.max_batches_per_epoch is None else {"max_batches_per_epoch": args.max_batches_per_epoch}
-    rows = compare(
-        args.task,
-        list(range(args.seeds)),
-        epochs=args.epochs,
-        out_dir=out,
-        extra=extra,
-        progress=lambda text: console.print(f"[dim]running {text}…[/dim]"),
-    )
+    options = {
+        "max_batches_per_epoch": args.max_batches_per_epoch,
+        "data_dir": args.data_dir,
+        "text_file": args.text_file,
+    }
+    extra = {key: value for key, value in options.items() if value is not None}
+    try:
+        rows = compare(
+            args.task,
+            list(range(args.seeds)),
+            epochs=args.epochs,
+            out_dir=out,
+            extra=extra,
+            progress=lambda text: console.print(f"[dim]running {text}…[/dim]"),
+        )
+    except ValueError as error:  # e.g. the task's data is missing
+        console.print(f"[red]esper compare: {error}[/red]", highlight=False, soft_wrap=True)
+        return 2
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     if args.json:

@@ -39,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="number of held-out seeds (default 5)")
     parser.add_argument("--epochs", type=int, help="host epochs per run (default: the task's)")
     parser.add_argument("--max-batches", type=int, help="cap training batches per epoch (quick checks)")
+    parser.add_argument("--data-dir", help="dataset directory (cifar10)")
+    parser.add_argument("--text-file", help="corpus for the text task (default: the Python stdlib's source)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     parser.add_argument("--out", type=Path, help=f"write DIR/{RESULT_NAME}")
@@ -102,6 +104,10 @@ def handle(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.max_batches is not None:
         overrides["max_batches_per_epoch"] = args.max_batches
+    if args.data_dir is not None:
+        overrides["data_dir"] = args.data_dir
+    if args.text_file is not None:
+        overrides["text_file"] = args.text_file
     seeds = evaluation_seeds(args.seeds)
     if not args.json:
         err.print(f"esper evaluate: {args.task} · {', '.join(controllers)} · seeds {seeds}", highlight=False)

@@ -1,7 +1,15 @@
 """Quality gates: may a seed move to its next stage?
 
 Each gate returns a GateResult naming every check that passed or failed.
-Permissive mode (for RL training) relaxes G2 to its epoch count.
+Permissive mode (the training default) relaxes G2 to its epoch count.
+
+Strict G2 judges the seed itself, not the model: a TRAINING seed's output never
+reaches the model (straight-through), so the model's accuracy since the stage
+began measures the host. What it checks instead is the seed's projected gain,
+the validation accuracy points the model would gain with this seed blended in
+at alpha 1 (`SeedMetrics.projected_contribution`, measured every epoch in the
+same fused counterfactual pass as the contributions, and only when gates are
+strict). "Never measured" fails.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ class GateConfig(StrictConfig):
 
     permissive: bool = False
     g2_min_epochs: int = 3
+    # Strict G2: the seed's projected gain (accuracy points the model would gain with the seed
+    # blended in at alpha 1) must be at least this. 0.5 pt: more than a rounding change.
     g2_min_improvement_points: float = 0.5
     g2_min_gradient_ratio: float = 0.10
     g3_min_epochs: int = 3  # strict mode only
@@ -70,10 +80,10 @@ def evaluate_gate(
             metrics.epochs_in_stage >= config.g2_min_epochs, f"epochs_in_stage >= {config.g2_min_epochs}"
         )
         if not config.permissive:
-            gain = metrics.improvement_points()
+            gain = metrics.projected_contribution
             checks.check(
                 gain is not None and gain >= config.g2_min_improvement_points,
-                f"improvement >= {config.g2_min_improvement_points} pt"
+                f"projected gain >= {config.g2_min_improvement_points} pt"
                 + (" (never measured)" if gain is None else f" (was {gain:.2f})"),
             )
             ratio = metrics.gradient_ratio

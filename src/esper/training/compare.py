@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from esper.hosts import build_host
-from esper.tasks import default_tasks
+from esper.tasks import TaskOptions, default_tasks
 from esper.training.config import TrainConfig
 from esper.training.trainer import run_training
 
@@ -109,10 +109,16 @@ def compare(
                 _run(task, variant, seed, epochs, out_dir / f"{variant}-seed{seed}", {}, extra)
             )
     grown = statistics.fmean(r["total_params"] for r in results["heuristic"].runs)
-    splits_config = the_task.host_config
-    if the_task.output_key not in splits_config:
-        raise ValueError(f"task {task!r}: its host size depends on the data; widening is not supported")
-    overrides = widened_overrides(the_task.host_kind, splits_config, grown)
+    host_config = the_task.host_config
+    if the_task.output_key not in host_config:  # sized by the data (the text task's vocabulary)
+        config = TrainConfig(task=task, **extra)
+        options = TaskOptions(
+            data_dir=Path(config.data_dir) if config.data_dir else None,
+            text_file=Path(config.text_file) if config.text_file else None,
+            seed=seeds[0],
+        )
+        host_config = the_task.host_config_for(the_task.load_data(options))
+    overrides = widened_overrides(the_task.host_kind, host_config, grown)
     for seed in seeds:
         if progress is not None:
             progress(f"static-wide seed {seed}")

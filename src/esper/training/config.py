@@ -69,9 +69,9 @@ class TrainConfig(StrictConfig):
     # Overrides of the task's host config, e.g. {"widths": [64, 128, 128]}.
     host_overrides: dict[str, Any] = Field(default_factory=dict)
     blueprints: list[str] | None = None
-    # Permissive by default: a TRAINING seed's output never reaches the model, so strict
-    # G2 ("model accuracy improved since the stage began") measures the host, not the seed,
-    # and stalls growth on a plateau. Fossilization still needs a measured contribution (G5).
+    # Permissive by default: G2 counts epochs only. Strict G2 also needs the seed's projected
+    # gain (measured with extra counterfactual settings every epoch, so only when gates are
+    # strict) and its gradient ratio. Fossilization always needs a measured contribution (G5).
     gates: GateConfig = Field(default_factory=lambda: GateConfig(permissive=True))
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     heuristic: dict[str, Any] = Field(default_factory=dict)

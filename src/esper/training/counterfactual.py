@@ -3,7 +3,8 @@
 All alpha settings are evaluated in ONE fused batched pass per validation
 batch (MorphogeneticModel.fused_forward):
 - "all": every seed as it is;
-- for each TRAINING seed: that seed blended in at alpha 1 (its projected gain, judged by G2);
+- for each TRAINING seed, when `project` is set: that seed blended in at alpha 1 (its
+  projected gain, which strict G2 judges; permissive runs skip these settings);
 - for each seed with alpha > 0: that seed off (its contribution);
 - with 2-4 such seeds: all off, each seed alone, each pair alone — giving
   pairwise interactions I_ij = v({i,j}) - v({i}) - v({j}) + v({}).
@@ -60,10 +61,16 @@ def _settings(slots: list[str], training: list[str]) -> list[tuple[str, dict[str
 
 
 def measure(
-    model: MorphogeneticModel, dataset: TensorDataset, batch_size: int, device: torch.device
+    model: MorphogeneticModel,
+    dataset: TensorDataset,
+    batch_size: int,
+    device: torch.device,
+    *,
+    project: bool,
 ) -> Counterfactuals:
+    """Counterfactual accuracies; `project`: also each TRAINING seed's projected gain."""
     slots = measured_slots(model)
-    training = training_slots(model)
+    training = training_slots(model) if project else []
     if not slots and not training:
         return Counterfactuals(accuracy_all=float("nan"), contributions={}, interactions={}, projected={})
     own = {s: model.slot(s).alpha.alpha for s in slots}

@@ -30,7 +30,8 @@ from esper.training.growth_run import GovernorAbort, GrowthRun
 
 EVAL_SEED_BASE = 10_000
 STATIC = "static"
-_SPLITS: dict[str, DataSplits] = {}  # per process: each task's data is loaded once
+# Per process: each task's data is loaded once per data source (--data-dir / --text-file).
+_SPLITS: dict[tuple[str, str | None, str | None], DataSplits] = {}
 
 
 def evaluation_seeds(count: int) -> list[int]:
@@ -60,8 +61,9 @@ def run_job(job: EvalJob) -> dict[str, Any]:
         for listener in forward:
             listener(event)
 
-    run = GrowthRun(config, emit=emit, splits=_SPLITS.get(job.task))
-    _SPLITS[job.task] = run.splits
+    source = (config.task, config.data_dir, config.text_file)
+    run = GrowthRun(config, emit=emit, splits=_SPLITS.get(source))
+    _SPLITS[source] = run.splits
     controller = build_controller(
         job.controller,
         blueprints=run.blueprints,

@@ -220,7 +220,9 @@ class GrowthRun:
         return self.signals()
 
     def _measure_contributions(self) -> None:
-        result = measure(self.model, self.splits.val, self.batch_size * 4, self.device)
+        # Only strict G2 reads a projected gain: permissive runs skip its extra fused settings.
+        project = not self.model.gate_config.permissive
+        result = measure(self.model, self.splits.val, self.batch_size * 4, self.device, project=project)
         for slot_id, gain in result.projected.items():
             self.model.slot(slot_id).record_projected_contribution(gain)
         for slot_id, contribution in result.contributions.items():
