@@ -75,7 +75,7 @@ def test_compare_without_the_task_data_is_one_line_exit_2(
                  str(tmp_path / "nowhere"), "--out", str(tmp_path / "compare")])
     assert code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("esper compare:")]
-    assert len(lines) == 1 and "CIFAR-10 not found" in lines[0] and "--data-dir" in lines[0]
+    assert len(lines) == 1 and "nowhere: no such directory" in lines[0] and "--data-dir" in lines[0]
 
 
 @pytest.mark.parametrize("task", TASKS)
