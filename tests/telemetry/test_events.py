@@ -255,8 +255,8 @@ def test_discriminated_parsing_picks_the_class_from_type() -> None:
             "duplicate key 'error'",
         ),
         (
-            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 2}',
-            r"backend_failed\.version: unknown telemetry event version 2",
+            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 3}',
+            r"backend_failed\.version: unknown telemetry event version 3",
         ),
     ],
 )

@@ -12,6 +12,11 @@ from rich.console import Console
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, build_config, read_config_file
 
+# Exit codes: 0 the run completed (or stopped where --stop-after asked), 2 bad input,
+# 3 the governor aborted the run (training kept breaking after every rollback), 130 interrupted.
+EXIT_GOVERNOR_ABORT = 3
+EXIT_INTERRUPTED = 130
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="grow a model on a task", description=__doc__)
@@ -42,7 +47,7 @@ def _default_out(task: str, controller: str, seed: int) -> Path:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from esper.training.trainer import run_training
+    from esper.training.trainer import CHECKPOINT_NAME, GOVERNOR_ABORT, run_training
     from esper.ui.progress import TrainingProgress
 
     console = Console(stderr=True)
@@ -89,8 +94,22 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"[red]esper train: {error}[/red]")
         return 2
     except KeyboardInterrupt:
-        console.print(f"\n[yellow]interrupted: resume with  esper train --resume {out / 'checkpoint.pt'}[/yellow]")
-        return 130
+        checkpoint = out / CHECKPOINT_NAME
+        if checkpoint.is_file():
+            message = f"interrupted: resume with  esper train --resume {checkpoint}"
+        else:
+            message = f"interrupted before the run's first checkpoint: nothing in {out}/ to resume"
+        console.print("\n" + message, style="yellow", markup=False, highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
+    if summary["finish_reason"].startswith(GOVERNOR_ABORT):
+        console.print(
+            f"esper train: {summary['finish_reason']}; outputs in {out}/",
+            style="red",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_GOVERNOR_ABORT
     seeds = ", ".join(f"{s['slot']}:{s['blueprint']}→{s['outcome']}" for s in summary["seeds"]) or "none"
     print(
         f"test accuracy {100 * summary['test_accuracy']:.2f}% · params {summary['total_params']:,} "

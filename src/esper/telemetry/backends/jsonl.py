@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
 
+from esper.contracts.committed_events import CommittedEvents
 from esper.telemetry.events import TelemetryEvent, event_to_json
 
 EVENTS_FILE_NAME = "events.jsonl"
@@ -39,11 +41,18 @@ def drop_partial_tail(path: Path) -> int:
         return size - keep
 
 
+class EventsMismatchError(ValueError):
+    """events.jsonl does not hold the history a run checkpoint committed."""
+
+
 class JsonlBackend:
     """Appends events to a JSONL file, flushing every line.
 
     Append mode lets a resumed run continue the same file; a flush per line
-    means a crash loses at most the line being written.
+    means a crash loses at most the line being written. The backend keeps the
+    file's length, line count and SHA-256 as it writes, so `commit()` can say
+    exactly which prefix a run checkpoint commits and `rewind()` can cut the
+    file back to it.
     """
 
     name = "jsonl"
@@ -57,13 +66,55 @@ class JsonlBackend:
                 _log.warning(
                     "%s: dropped an unterminated last line (%d bytes) left by a crash", self.path, removed
                 )
-        self._file = open(self.path, "a", encoding="utf-8", newline="\n")  # noqa: SIM115 - held for the run
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held for the run
+        self._bytes, self._lines, self._hash = _measure(self.path, self._file.tell())
 
     def write(self, event: TelemetryEvent) -> None:
         if self._file.closed:
             raise RuntimeError(f"JsonlBackend({self.path}): write after close")
-        self._file.write(event_to_json(event) + "\n")
+        line = (event_to_json(event) + "\n").encode("utf-8")
+        self._file.write(line)
         self._file.flush()
+        self._bytes += len(line)
+        self._lines += 1
+        self._hash.update(line)
+
+    def commit(self) -> CommittedEvents:
+        """Make every line written so far durable (flush + fsync) and describe that prefix."""
+        if self._file.closed:
+            raise RuntimeError(f"JsonlBackend({self.path}): commit after close")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return CommittedEvents(bytes=self._bytes, lines=self._lines, sha256=self._hash.hexdigest())
+
+    def rewind(self, committed: CommittedEvents) -> int:
+        """Cut the file back to the `committed` prefix; return the bytes removed.
+
+        Raises EventsMismatchError (naming the file) when the file is shorter
+        than the prefix or its first bytes are not the committed ones.
+        """
+        if self._file.closed:
+            raise RuntimeError(f"JsonlBackend({self.path}): rewind after close")
+        self._file.flush()
+        size = self.path.stat().st_size
+        if size < committed.bytes:
+            raise EventsMismatchError(
+                f"{self.path}: holds {size} bytes but the checkpoint committed {committed.bytes} bytes "
+                f"({committed.lines} events): this is not the history of the checkpoint's run"
+            )
+        _, lines, digest = _measure(self.path, committed.bytes)
+        if lines != committed.lines or digest.hexdigest() != committed.sha256:
+            raise EventsMismatchError(
+                f"{self.path}: its first {committed.bytes} bytes differ from the events the checkpoint "
+                f"committed ({lines} lines found, {committed.lines} committed; SHA-256 "
+                f"{digest.hexdigest()[:12]}… instead of {committed.sha256[:12]}…): "
+                "this is not the history of the checkpoint's run"
+            )
+        self._file.truncate(committed.bytes)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._bytes, self._lines, self._hash = committed.bytes, lines, digest
+        return size - committed.bytes
 
     def close(self) -> None:
         if self._file.closed:
@@ -71,3 +122,19 @@ class JsonlBackend:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
+
+
+def _measure(path: Path, length: int) -> tuple[int, int, hashlib._Hash]:
+    """Line count and running SHA-256 of the first `length` bytes of `path`."""
+    digest = hashlib.sha256()
+    lines = 0
+    remaining = length
+    with open(path, "rb") as handle:
+        while remaining:
+            chunk = handle.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise EventsMismatchError(f"{path}: shorter than {length} bytes while reading it")
+            digest.update(chunk)
+            lines += chunk.count(b"\n")
+            remaining -= len(chunk)
+    return length, lines, digest
