@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 from esper.contracts.committed_events import CommittedEvents
 from esper.telemetry.events import TelemetryEvent, event_to_json
@@ -16,6 +17,20 @@ _TAIL_CHUNK = 4096
 _log = logging.getLogger(__name__)
 
 
+def _complete_length(handle: BinaryIO, size: int) -> int:
+    """Length of the file without an unterminated last line (what a crash mid-write leaves)."""
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_CHUNK)
+        handle.seek(start)
+        chunk = handle.read(end - start)
+        newline = chunk.rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
 def drop_partial_tail(path: Path) -> int:
     """Cut an unterminated last line (a crash mid-write) off the file; return bytes removed.
 
@@ -24,18 +39,7 @@ def drop_partial_tail(path: Path) -> int:
     """
     with open(path, "r+b") as handle:
         size = handle.seek(0, os.SEEK_END)
-        end = size
-        while end > 0:
-            start = max(0, end - _TAIL_CHUNK)
-            handle.seek(start)
-            chunk = handle.read(end - start)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                keep = start + newline + 1
-                break
-            end = start
-        else:
-            keep = 0
+        keep = _complete_length(handle, size)
         if keep < size:
             handle.truncate(keep)
         return size - keep
@@ -53,6 +57,10 @@ class JsonlBackend:
     file's length, line count and SHA-256 as it writes, so `commit()` can say
     exactly which prefix a run checkpoint commits and `rewind()` can cut the
     file back to it.
+
+    Opening changes nothing in an existing file (a resume may still be refused
+    after it): an unterminated last line left by a crash is cut off only when
+    the backend first writes, commits or rewinds.
     """
 
     name = "jsonl"
@@ -60,18 +68,28 @@ class JsonlBackend:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            removed = drop_partial_tail(self.path)
-            if removed:
-                _log.warning(
-                    "%s: dropped an unterminated last line (%d bytes) left by a crash", self.path, removed
-                )
         self._file = open(self.path, "ab")  # noqa: SIM115 - held for the run
-        self._bytes, self._lines, self._hash = _measure(self.path, self._file.tell())
+        size = self._file.tell()
+        with open(self.path, "rb") as handle:
+            complete = _complete_length(handle, size)
+        self._bytes, self._lines, self._hash = _measure(self.path, complete)
+        self._partial_tail = size - complete
+
+    def _cut_partial_tail(self) -> None:
+        if self._partial_tail:
+            self._file.truncate(self._bytes)
+            _log.warning(
+                "%s: dropped an unterminated last line (%d bytes) left by a crash", self.path, self._partial_tail
+            )
+            self._partial_tail = 0
+
+    def _check_open(self, action: str) -> None:
+        if self._file.closed:
+            raise RuntimeError(f"JsonlBackend({self.path}): {action} after close")
 
     def write(self, event: TelemetryEvent) -> None:
-        if self._file.closed:
-            raise RuntimeError(f"JsonlBackend({self.path}): write after close")
+        self._check_open("write")
+        self._cut_partial_tail()
         line = (event_to_json(event) + "\n").encode("utf-8")
         self._file.write(line)
         self._file.flush()
@@ -81,8 +99,8 @@ class JsonlBackend:
 
     def commit(self) -> CommittedEvents:
         """Make every line written so far durable (flush + fsync) and describe that prefix."""
-        if self._file.closed:
-            raise RuntimeError(f"JsonlBackend({self.path}): commit after close")
+        self._check_open("commit")
+        self._cut_partial_tail()
         self._file.flush()
         os.fsync(self._file.fileno())
         return CommittedEvents(bytes=self._bytes, lines=self._lines, sha256=self._hash.hexdigest())
@@ -90,11 +108,10 @@ class JsonlBackend:
     def rewind(self, committed: CommittedEvents) -> int:
         """Cut the file back to the `committed` prefix; return the bytes removed.
 
-        Raises EventsMismatchError (naming the file) when the file is shorter
-        than the prefix or its first bytes are not the committed ones.
+        Raises EventsMismatchError (naming the file, changing nothing) when the
+        file is shorter than the prefix or its first bytes are not the committed ones.
         """
-        if self._file.closed:
-            raise RuntimeError(f"JsonlBackend({self.path}): rewind after close")
+        self._check_open("rewind")
         self._file.flush()
         size = self.path.stat().st_size
         if size < committed.bytes:
@@ -114,6 +131,7 @@ class JsonlBackend:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._bytes, self._lines, self._hash = committed.bytes, lines, digest
+        self._partial_tail = 0
         return size - committed.bytes
 
     def close(self) -> None:
