@@ -188,10 +188,12 @@ def _resume_outputs(
             "commits, so it cannot be resumed exactly (its model can still be exported)",
             file=checkpoint,
         )
-    # Events after the committed prefix belong to an epoch that was never checkpointed: this run replays it.
-    events_log.rewind(committed)
-    # The run is in progress again: an old summary or report would describe a state it is leaving.
+    events_log.verify(committed)  # refuse a history that is not this checkpoint's before changing anything
+    # The run is in progress again: an old summary or report would describe a state it is leaving
+    # (removed first, so no summary on disk ever describes events that are about to be cut).
     for name in (SUMMARY_NAME, REPORT_NAME):
         (out_dir / name).unlink(missing_ok=True)
     for name in (CHECKPOINT_NAME, SUMMARY_NAME, REPORT_NAME):
         remove_stray_temps(out_dir / name)
+    # Events after the committed prefix belong to an epoch that was never checkpointed: this run replays it.
+    events_log.rewind(committed)

@@ -112,6 +112,20 @@ class JsonlBackend:
         file is shorter than the prefix or its first bytes are not the committed ones.
         """
         self._check_open("rewind")
+        size, lines, digest = self.verify(committed)
+        self._file.truncate(committed.bytes)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._bytes, self._lines, self._hash = committed.bytes, lines, digest
+        self._partial_tail = 0
+        return size - committed.bytes
+
+    def verify(self, committed: CommittedEvents) -> tuple[int, int, hashlib._Hash]:
+        """Check that the file starts with the `committed` prefix; raise EventsMismatchError if not.
+
+        Returns the file's size and the prefix's line count and running hash.
+        """
+        self._check_open("verify")
         self._file.flush()
         size = self.path.stat().st_size
         if size < committed.bytes:
@@ -127,12 +141,7 @@ class JsonlBackend:
                 f"{digest.hexdigest()[:12]}… instead of {committed.sha256[:12]}…): "
                 "this is not the history of the checkpoint's run"
             )
-        self._file.truncate(committed.bytes)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._bytes, self._lines, self._hash = committed.bytes, lines, digest
-        self._partial_tail = 0
-        return size - committed.bytes
+        return size, lines, digest
 
     def close(self) -> None:
         if self._file.closed:
