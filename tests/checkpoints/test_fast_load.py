@@ -28,6 +28,7 @@ from esper.checkpoints.skeleton import (
     uncovered_tensors,
 )
 from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.committed_events import CommittedEvents
 from esper.contracts.stages import SeedStage
 from esper.hosts import CNNHost, CNNHostConfig, registry
 from esper.model import MorphogeneticModel
@@ -190,7 +191,8 @@ def test_a_run_checkpoint_model_is_usable_for_training(tmp_path: Path) -> None:
     host = HOSTS["cnn-2d"]
     model = staged_model(host, SeedStage.BLENDING, AlphaAlgorithm.GATE)
     path = tmp_path / "run.pt"
-    save_run(path, config={}, model=model, run_state={}, controller={}, wall_seconds=1.0)
+    no_events = CommittedEvents(bytes=0, lines=0, sha256=hashlib.sha256().hexdigest())
+    save_run(path, config={}, model=model, run_state={}, controller={}, wall_seconds=1.0, events=no_events)
     loaded = load_run(path).model
     assert not [name for name, tensor in every_tensor(loaded).items() if tensor.is_meta]
     optimizer = torch.optim.Adam([p for p in loaded.parameters() if p.requires_grad], lr=0.1)

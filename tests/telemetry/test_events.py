@@ -165,10 +165,33 @@ def test_nan_and_infinite_losses_round_trip() -> None:
         total_params=1,
         slots={},
     )
-    parsed = parse_event(event_to_json(event))
+    line = event_to_json(event)
+    # Strict JSON: no bare NaN/Infinity tokens; non-finite floats are the strings below.
+    data = json.loads(line, parse_constant=_reject_constant)
+    assert (data["train_loss"], data["val_loss"], data["val_accuracy"]) == ("NaN", "Infinity", "-Infinity")
+    parsed = parse_event(line)
     assert isinstance(parsed, EpochMetrics)
     assert math.isnan(parsed.train_loss)
     assert parsed.val_loss == math.inf and parsed.val_accuracy == -math.inf
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"bare {name} is not strict JSON")
+
+
+def test_only_the_three_exact_spellings_read_as_non_finite() -> None:
+    line = event_to_json(RewardComputed(epoch=1, total=1.0, components={}))
+    for spelling in ("nan", "inf", "Inf", "+Infinity", "NaN "):
+        with pytest.raises(ValueError, match=r"reward_computed\.total"):
+            parse_event(line.replace('"total":1.0', f'"total":"{spelling}"'))
+
+
+def test_a_controller_decision_refuses_non_finite_params() -> None:
+    with pytest.raises(ValidationError, match="params\\['alpha'\\]: expected a finite number"):
+        ControllerDecision(
+            epoch=1, controller="c", op="WAIT", slot=None, blueprint=None, params={"alpha": math.nan},
+            executed=True, reason="",
+        )  # fmt: skip
 
 
 def test_events_are_frozen() -> None:
@@ -255,8 +278,8 @@ def test_discriminated_parsing_picks_the_class_from_type() -> None:
             "duplicate key 'error'",
         ),
         (
-            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 2}',
-            r"backend_failed\.version: unknown telemetry event version 2",
+            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 3}',
+            r"backend_failed\.version: unknown telemetry event version 3",
         ),
     ],
 )
@@ -374,6 +397,7 @@ _hypothesis_events = st.one_of(
         reason=_names,
     ),
     st.builds(RewardComputed, **_common, total=_any_float, components=st.dictionaries(_names, _any_float)),
+    st.builds(RunFinished, **_common, summary=st.dictionaries(_names, _any_float, max_size=4), reason=_names),
     st.builds(
         GateEvaluated,
         **_common,
@@ -393,6 +417,7 @@ _hypothesis_events = st.one_of(
 @given(event=_hypothesis_events)
 def test_hypothesis_round_trip(event: TelemetryEvent) -> None:
     line = event_to_json(event)
+    json.loads(line, parse_constant=_reject_constant)  # any strict JSON parser reads every line
     parsed = parse_event(line)
     assert type(parsed) is type(event)
     # Compare serialised forms: NaN != NaN would make model equality fail for equal events.

@@ -159,6 +159,20 @@ def test_report_from_events_file_matches_in_memory_render(tmp_path: Path) -> Non
     assert (tmp_path / "file.png").read_bytes() == (tmp_path / "memory.png").read_bytes()
 
 
+def test_non_finite_metrics_read_back_from_strict_json_render_like_in_memory(tmp_path: Path) -> None:
+    events = synthetic_run(PRUNE_PLAN, epochs=18, rollback_at=12, finished=False)
+    events.append(RunFinished(epoch=18, summary={"test_accuracy": math.nan}, reason="completed"))
+    backend = JsonlBackend(tmp_path / "events.jsonl")
+    for event in events:
+        backend.write(event)
+    backend.close()
+    text = (tmp_path / "events.jsonl").read_text()
+    assert '"train_loss":"NaN"' in text and "NaN," not in text
+    render_report(events, tmp_path / "memory.png")
+    render_report_from_file(tmp_path / "events.jsonl", tmp_path / "file.png")
+    assert (tmp_path / "file.png").read_bytes() == (tmp_path / "memory.png").read_bytes()
+
+
 def test_timeline_keeps_last_metrics_of_a_repeated_epoch_and_sorts_slots() -> None:
     events = synthetic_run({}, epochs=4)
     repeated = events[2].model_copy(update={"val_accuracy": 0.123})

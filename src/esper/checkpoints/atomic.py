@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from esper.checkpoints.zip_crc import save_without_tensor_crcs
+from esper.pause_points import pause_point
 
 _CREATE_ATTEMPTS = 16
 
@@ -31,6 +32,21 @@ def _open_temp(target: Path) -> tuple[Path, int]:
             continue
         return candidate, fd
     raise FileExistsError(f"could not create a unique temporary file next to {target}")
+
+
+def remove_stray_temps(target: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed `atomic_write` to `target` left behind; return them.
+
+    Only names this module creates (`.NAME.<12 hex digits>.tmp`) are touched.
+    """
+    target = Path(target)
+    removed = []
+    for candidate in target.parent.glob(f".{target.name}.*.tmp"):
+        token = candidate.name[len(target.name) + 2 : -len(".tmp")]
+        if len(token) == 12 and all(c in "0123456789abcdef" for c in token) and candidate.is_file():
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -57,11 +73,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        pause_point(f"{target.name}:before-rename")
         os.replace(temp, target)
     except BaseException:
         # Also on KeyboardInterrupt: never leave a temp file behind when we can help it.
         temp.unlink(missing_ok=True)
         raise
+    pause_point(f"{target.name}:after-rename")
     _fsync_directory(target.parent)
 
 

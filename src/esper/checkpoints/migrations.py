@@ -104,3 +104,11 @@ def migrate(payload: Payload, format: str) -> Payload:
         upgraded[VERSION_KEY] = step + 1
         result = upgraded
     return result
+
+
+@register_migration(RUN_CHECKPOINT_FORMAT, 1)
+def _run_v1_to_v2(payload: Payload) -> Payload:
+    # Version 1 did not record which events it commits; None says so (such a checkpoint
+    # still loads for export and audit, but cannot be resumed exactly).
+    payload["events"] = None
+    return payload

@@ -13,10 +13,12 @@ from typing import Any
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.io import load_checkpoint, save_checkpoint
 from esper.checkpoints.model_io import model_from_payload, model_payload
+from esper.checkpoints.strict import validate
+from esper.contracts.committed_events import CommittedEvents
 from esper.contracts.schema import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_VERSION
 from esper.model import MorphogeneticModel
 
-RUN_KEYS = frozenset({"config", "model", "run", "controller", "wall_seconds"})
+RUN_KEYS = frozenset({"config", "model", "run", "controller", "wall_seconds", "events"})
 
 
 @dataclass
@@ -26,6 +28,9 @@ class RunCheckpoint:
     run_state: dict[str, Any]
     controller: dict[str, Any]
     wall_seconds: float
+    # The prefix of events.jsonl this checkpoint commits; None in a checkpoint migrated from
+    # version 1, which did not record it.
+    events: CommittedEvents | None
 
 
 def save_run(
@@ -36,6 +41,7 @@ def save_run(
     run_state: dict[str, Any],
     controller: dict[str, Any],
     wall_seconds: float,
+    events: CommittedEvents,
 ) -> None:
     payload = {
         "config": config,
@@ -43,6 +49,7 @@ def save_run(
         "run": run_state,
         "controller": controller,
         "wall_seconds": float(wall_seconds),
+        "events": events.model_dump(),
     }
     save_checkpoint(payload, path, format=RUN_CHECKPOINT_FORMAT, schema_version=RUN_CHECKPOINT_VERSION)
 
@@ -61,6 +68,10 @@ def load_run(path: Path) -> RunCheckpoint:
             f"{path}: wall_seconds: expected float, got {type(body['wall_seconds']).__name__}"
         )
     try:
+        events = None if body["events"] is None else validate(CommittedEvents, body["events"], "events")
+    except CheckpointError as error:
+        raise error.with_file(path) from None
+    try:
         # Just read from the file and ours alone: the model may keep the tensors without copying.
         model = model_from_payload(body["model"], where="model", share_tensors=True)
     except CheckpointError as error:
@@ -71,4 +82,5 @@ def load_run(path: Path) -> RunCheckpoint:
         run_state=body["run"],
         controller=body["controller"],
         wall_seconds=body["wall_seconds"],
+        events=events,
     )

@@ -9,7 +9,12 @@ from pathlib import Path
 
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, build_config, read_config_file
-from esper.training.run_files import RUN_FILE_NAMES
+from esper.training.run_files import CHECKPOINT_NAME, RUN_FILE_NAMES
+
+# Exit codes: 0 the run completed (or stopped where --stop-after asked), 2 bad input,
+# 3 the governor aborted the run (training kept breaking after every rollback), 130 interrupted.
+EXIT_GOVERNOR_ABORT = 3
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,9 +68,13 @@ def _default_out(task: str, controller: str, seed: int, overwrite: bool) -> Path
 
 
 def _fail(message: str) -> int:
+    return _fail_with(2, message)
+
+
+def _fail_with(code: int, message: str) -> int:
     # Plain print, not rich: one line however long, and no markup read into paths or messages.
     print(f"esper train: {message}", file=sys.stderr, flush=True)
-    return 2
+    return code
 
 
 def _os_error(error: OSError, fallback: Path) -> str:
@@ -116,7 +125,7 @@ def handle(args: argparse.Namespace) -> int:
 def _handle(args: argparse.Namespace) -> int:
     from esper.checkpoints.agent_io import AgentMismatchError
     from esper.training.preflight import RunInputError, validate_run_inputs
-    from esper.training.trainer import run_training
+    from esper.training.trainer import GOVERNOR_ABORT, run_training
     from esper.ui.progress import TrainingProgress
 
     flags = {
@@ -170,12 +179,15 @@ def _handle(args: argparse.Namespace) -> int:
     except (ValueError, CheckpointError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: resume with  esper train --resume {inputs.out_dir / 'checkpoint.pt'}",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 130
+        checkpoint = inputs.out_dir / CHECKPOINT_NAME
+        if checkpoint.is_file():
+            message = f"interrupted: resume with  esper train --resume {checkpoint}"
+        else:
+            message = f"interrupted before the run's first checkpoint: nothing in {inputs.out_dir}/ to resume"
+        print("\n" + message, file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED
+    if summary["finish_reason"].startswith(GOVERNOR_ABORT):
+        return _fail_with(EXIT_GOVERNOR_ABORT, f"{summary['finish_reason']}; outputs in {inputs.out_dir}/")
     seeds = ", ".join(f"{s['slot']}:{s['blueprint']}→{s['outcome']}" for s in summary["seeds"]) or "none"
     print(
         f"test accuracy {100 * summary['test_accuracy']:.2f}% · params {summary['total_params']:,} "

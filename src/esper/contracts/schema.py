@@ -21,9 +21,10 @@ SEED_STATE_CHANGELOG: dict[int, str] = {
 
 # Run checkpoint ("esper.run"): model + optimizers + controller + RNG + counters.
 RUN_CHECKPOINT_FORMAT = "esper.run"
-RUN_CHECKPOINT_VERSION = 1
+RUN_CHECKPOINT_VERSION = 2
 RUN_CHECKPOINT_CHANGELOG: dict[int, str] = {
     1: "First layout.",
+    2: "`events`: the committed prefix of events.jsonl (bytes, lines, sha256) that the checkpoint commits.",
 }
 
 # PPO agent checkpoint ("esper.agent").
@@ -34,7 +35,8 @@ AGENT_CHECKPOINT_CHANGELOG: dict[int, str] = {
 }
 
 # Telemetry events (events.jsonl).
-TELEMETRY_EVENT_VERSION = 1
+TELEMETRY_EVENT_VERSION = 2
 TELEMETRY_EVENT_CHANGELOG: dict[int, str] = {
     1: "First layout: every line has type, version, epoch, time and a typed payload.",
+    2: 'Non-finite floats are the strings "NaN", "Infinity", "-Infinity" (version 1 wrote bare NaN/Infinity).',
 }

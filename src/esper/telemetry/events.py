@@ -8,6 +8,7 @@ Field names are a contract other packages code against: rename nothing.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from esper.contracts.gates import GateLevel
 from esper.contracts.schema import TELEMETRY_EVENT_CHANGELOG, TELEMETRY_EVENT_VERSION
 from esper.contracts.slot_ids import parse_slot_id
 from esper.contracts.stages import SeedStage
+from esper.telemetry.strict_json import JsonFloat
 
 
 def utc_now_iso() -> str:
@@ -58,9 +60,11 @@ Alpha = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
 class _StrictModel(BaseModel):
-    # strict: no silent coercion ("3" is not an int, 1 is not a bool);
-    # NaN/Inf are written as JSON constants so a diverged loss round-trips.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, ser_json_inf_nan="constants")
+    # strict: no silent coercion ("3" is not an int, 1 is not a bool).
+    # NaN/Inf are written as the strings "NaN", "Infinity", "-Infinity" (strict JSON has no such
+    # numbers), and float fields are JsonFloat, which reads those strings back, so a diverged
+    # loss round-trips exactly.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, ser_json_inf_nan="strings")
 
 
 class TelemetryEvent(_StrictModel):
@@ -108,7 +112,7 @@ class SlotSnapshot(_StrictModel):
     stage: StageName
     blueprint: str | None
     alpha: Alpha
-    contribution: float | None  # None: not measured this epoch
+    contribution: JsonFloat | None  # None: not measured this epoch
     epochs_in_stage: NonNegativeInt
 
 
@@ -125,14 +129,14 @@ class RunStarted(TelemetryEvent):
 
 class EpochMetrics(TelemetryEvent):
     type: Literal["epoch_metrics"] = "epoch_metrics"
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
+    train_loss: JsonFloat
+    train_accuracy: JsonFloat
+    val_loss: JsonFloat
+    val_accuracy: JsonFloat
     host_params: NonNegativeInt
     seed_params: NonNegativeInt
     total_params: NonNegativeInt
-    lr: float | None = None
+    lr: JsonFloat | None = None
     slots: dict[SlotName, SlotSnapshot]
 
 
@@ -153,7 +157,7 @@ class GateEvaluated(TelemetryEvent):
     gate: GateName
     target_stage: StageName
     passed: bool
-    score: float
+    score: JsonFloat
     checks_passed: list[str]
     checks_failed: list[str]
     message: str
@@ -162,9 +166,9 @@ class GateEvaluated(TelemetryEvent):
 class ContributionMeasured(TelemetryEvent):
     type: Literal["contribution_measured"] = "contribution_measured"
     slot: SlotName
-    contribution: float  # accuracy points: all as is minus this seed off
-    velocity: float
-    interactions: dict[str, float] = Field(default_factory=dict)
+    contribution: JsonFloat  # accuracy points: all as is minus this seed off
+    velocity: JsonFloat
+    interactions: dict[str, JsonFloat] = Field(default_factory=dict)
 
 
 class GovernorAction(TelemetryEvent):
@@ -181,21 +185,30 @@ class ControllerDecision(TelemetryEvent):
     op: str
     slot: SlotName | None
     blueprint: str | None
+    # A param may be a string, so "NaN" could not be told from a name: params must be finite.
     params: dict[str, float | int | str]
     executed: bool
     reason: str
 
+    @field_validator("params")
+    @classmethod
+    def _finite_params(cls, value: dict[str, float | int | str]) -> dict[str, float | int | str]:
+        for key, item in value.items():
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"params[{key!r}]: expected a finite number, got {item!r}")
+        return value
+
 
 class RewardComputed(TelemetryEvent):
     type: Literal["reward_computed"] = "reward_computed"
-    total: float
-    components: dict[str, float]
+    total: JsonFloat
+    components: dict[str, JsonFloat]
 
 
 class PpoUpdate(TelemetryEvent):
     type: Literal["ppo_update"] = "ppo_update"
     round: NonNegativeInt
-    metrics: dict[str, float]
+    metrics: dict[str, JsonFloat]
 
 
 class ImitationUpdate(TelemetryEvent):
@@ -203,7 +216,7 @@ class ImitationUpdate(TelemetryEvent):
 
     type: Literal["imitation_update"] = "imitation_update"
     pass_index: NonNegativeInt
-    metrics: dict[str, float]
+    metrics: dict[str, JsonFloat]
 
 
 class RunFinished(TelemetryEvent):

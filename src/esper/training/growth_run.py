@@ -100,6 +100,9 @@ class GrowthRun:
             grad_clip=config.grad_clip,
         )
         self.governor = Governor(config.governor, num_classes=self.splits.num_classes)
+        # The governor always has something to restore: a loss that is non-finite in the very
+        # first epoch rolls back to the initial weights (a resumed run loads its own snapshot).
+        self.governor.take_snapshot(self.model, 0)
         self.epoch = 0
         self.history: dict[str, list[float]] = {
             k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")

@@ -7,13 +7,13 @@ a complete record of the run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from esper.checkpoints.atomic import atomic_write_bytes
 from esper.telemetry import events as ev
+from esper.telemetry import strict_json
 
 
 def _seed_outcome(last_stage: str) -> str:
@@ -93,4 +93,4 @@ def summarize(events: Iterable[ev.TelemetryEvent]) -> dict[str, Any]:
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Write summary.json atomically: a failed write (disk full) leaves the previous file whole."""
-    atomic_write_bytes(path, (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(path, (strict_json.dumps(summary, indent=2) + "\n").encode("utf-8"))

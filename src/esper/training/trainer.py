@@ -3,6 +3,14 @@
 Outputs in the run directory: events.jsonl (telemetry), checkpoint.pt
 (resumable, rewritten after every epoch so Ctrl-C loses at most the epoch in
 progress), summary.json (built from the events) and report.png.
+
+The checkpoint is the commit point of an epoch. Just before it is written,
+events.jsonl is flushed and fsynced and the checkpoint records that prefix
+(length, lines, SHA-256); a resumed run cuts events.jsonl back to it, so the
+events of an epoch that was never checkpointed are dropped and replayed, never
+duplicated. summary.json and report.png are written (atomically) when the run
+ends, and removed when it is resumed, so one that exists always describes the
+events beside it.
 """
 
 from __future__ import annotations
@@ -16,12 +24,17 @@ from typing import Any
 import torch
 
 import esper
+from esper.checkpoints.atomic import remove_stray_temps
+from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.run_io import load_run, save_run
+from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import TelemetryObserver
 from esper.control.registry import build_controller
+from esper.pause_points import pause_point
 from esper.seeds.sync import sync_decision
 from esper.telemetry import events as ev
-from esper.telemetry.backends import build_backends
+from esper.telemetry import strict_json
+from esper.telemetry.backends import JsonlBackend, build_backends
 from esper.telemetry.hub import Backend, TelemetryHub
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
@@ -30,7 +43,18 @@ from esper.training.preflight import prepare_run_dir, validate_run_inputs
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, SUMMARY_NAME
 from esper.training.summary import summarize, write_summary
 
-__all__ = ["CHECKPOINT_NAME", "EVENTS_NAME", "REPORT_NAME", "SUMMARY_NAME", "run_training", "versions"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "EVENTS_NAME",
+    "GOVERNOR_ABORT",
+    "REPORT_NAME",
+    "SUMMARY_NAME",
+    "run_training",
+    "versions",
+]
+
+# finish_reason of a run the governor stopped (its rollbacks were exhausted).
+GOVERNOR_ABORT = "governor abort"
 
 
 def versions() -> dict[str, str]:
@@ -75,7 +99,9 @@ def run_training(
         return summarize(read_events(out_dir / EVENTS_NAME))
     prepare_run_dir(inputs)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
-    hub = TelemetryHub([*build_backends(names, out_dir), *(extra_backends or [])])
+    backends = build_backends(names, out_dir)
+    events_log = next(backend for backend in backends if isinstance(backend, JsonlBackend))
+    hub = TelemetryHub([*backends, *(extra_backends or [])])
     checkpoint_path = out_dir / CHECKPOINT_NAME
     listeners: list[Callable[[ev.TelemetryEvent], None]] = []
 
@@ -93,6 +119,7 @@ def run_training(
     with hub:
         if resume is not None:
             saved = load_run(resume)
+            _resume_outputs(saved.events, events_log, resume, out_dir)
             run = GrowthRun(config, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
             controller = attach(_controller_for(run))
@@ -116,28 +143,34 @@ def run_training(
                 run_state=run.state_dict(),
                 controller=controller.state_dict(),
                 wall_seconds=wall(),
+                events=_commit_events(events_log, hub),
             )
 
+        if resume is None:
+            # Epoch 0 is committed too: every run directory with events has a checkpoint that resumes it.
+            checkpoint()
         reason = "completed"
         try:
             while not run.finished:
                 signals = run.train_epoch()
                 decision = sync_decision(controller.decide(signals, run.model))
                 run.apply(decision, controller.name)
+                pause_point("epoch-events")
                 checkpoint()
                 if stop_after is not None and run.epoch >= stop_after and not run.finished:
                     reason = f"stopped after epoch {run.epoch}"
                     break
         except GovernorAbort as error:
-            reason = f"governor abort: {error}"
+            reason = f"{GOVERNOR_ABORT}: {error}"
             checkpoint()
         test_loss, test_accuracy = run.test()
         final = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
-        if reason == "completed" or reason.startswith("governor"):
+        if reason == "completed" or reason.startswith(GOVERNOR_ABORT):
             hub.emit(ev.RunFinished(epoch=run.epoch, summary=final, reason=reason))
+    # Closing the hub flushed and fsynced events.jsonl: the summary is built from what is on disk.
     summary = summarize(read_events(out_dir / EVENTS_NAME))
     if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
-        summary.update(final)
+        summary.update(strict_json.json_safe(final))
         summary["finish_reason"] = reason
     write_summary(out_dir / SUMMARY_NAME, summary)
     if render:
@@ -145,3 +178,34 @@ def run_training(
 
         render_report(read_events(out_dir / EVENTS_NAME), out_dir / REPORT_NAME)
     return summary
+
+
+def _commit_events(events_log: JsonlBackend, hub: TelemetryHub) -> CommittedEvents:
+    """Make the events written so far durable and describe them, for the checkpoint about to be written."""
+    if events_log not in hub.backends:
+        # The hub disabled it after a failed write: the record is incomplete, so nothing more is committed.
+        failures = [f.error for f in hub.failures if f.backend == events_log.name]
+        raise OSError(f"{events_log.path}: events could not be written ({'; '.join(failures)})")
+    return events_log.commit()
+
+
+def _resume_outputs(
+    committed: CommittedEvents | None, events_log: JsonlBackend, checkpoint: Path, out_dir: Path
+) -> None:
+    """Bring the run directory back to the moment `checkpoint` was written, before anything is appended."""
+    if committed is None:
+        raise CheckpointError.at(
+            "events",
+            "not recorded: this checkpoint comes from an older esper that did not record which events it "
+            "commits, so it cannot be resumed exactly (its model can still be exported)",
+            file=checkpoint,
+        )
+    events_log.verify(committed)  # refuse a history that is not this checkpoint's before changing anything
+    # The run is in progress again: an old summary or report would describe a state it is leaving
+    # (removed first, so no summary on disk ever describes events that are about to be cut).
+    for name in (SUMMARY_NAME, REPORT_NAME):
+        (out_dir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT_NAME, SUMMARY_NAME, REPORT_NAME):
+        remove_stray_temps(out_dir / name)
+    # Events after the committed prefix belong to an epoch that was never checkpointed: this run replays it.
+    events_log.rewind(committed)

@@ -41,6 +41,7 @@ from esper.telemetry.events import (
     TelemetryEvent,
 )
 from esper.telemetry.replay import read_events
+from esper.telemetry.strict_json import float_from_json
 from esper.ui import colors
 
 _WIDTH_INCHES = 13.0
@@ -117,7 +118,7 @@ def collect_timeline(events: Sequence[TelemetryEvent]) -> RunTimeline:
 def _test_accuracy(finished: RunFinished | None) -> float | None:
     if finished is None or "test_accuracy" not in finished.summary:
         return None
-    value = finished.summary["test_accuracy"]
+    value = float_from_json(finished.summary["test_accuracy"])  # "NaN" etc. as events write them
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(
             f"render_report: run_finished.summary.test_accuracy: expected a number, got {value!r}"
