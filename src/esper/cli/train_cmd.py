@@ -125,7 +125,7 @@ def handle(args: argparse.Namespace) -> int:
 def _handle(args: argparse.Namespace) -> int:
     from esper.checkpoints.agent_io import AgentMismatchError
     from esper.training.preflight import RunInputError, validate_run_inputs
-    from esper.training.trainer import GOVERNOR_ABORT, run_training
+    from esper.training.trainer import GOVERNOR_ABORT, complete_outputs, run_training
     from esper.ui.progress import TrainingProgress
 
     flags = {
@@ -155,9 +155,11 @@ def _handle(args: argparse.Namespace) -> int:
     except (RunInputError, CheckpointError, AgentMismatchError) as error:
         return _fail(str(error))
     if inputs.nothing_to_do:
+        written = complete_outputs(inputs.out_dir)
+        finished = f" (wrote the missing {', '.join(written)})" if written else ""
         print(
             f"nothing to do: the run in {inputs.out_dir}/ already trained {inputs.trained_epochs} of "
-            f"{inputs.total_epochs} epochs; extend it with --epochs N (N > {inputs.trained_epochs})"
+            f"{inputs.total_epochs} epochs{finished}; extend it with --epochs N (N > {inputs.trained_epochs})"
         )
         return 0
     config = inputs.config

@@ -37,6 +37,8 @@ def summarize(events: Iterable[ev.TelemetryEvent]) -> dict[str, Any]:
                 started = event
         elif isinstance(event, ev.EpochMetrics):
             last_metrics = event
+            # A run extended after it finished: its earlier end no longer describes it.
+            finished = None
         elif isinstance(event, ev.SeedStageChanged):
             if event.from_stage == "DORMANT" and event.to_stage == "GERMINATED":
                 record = {

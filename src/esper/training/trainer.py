@@ -49,6 +49,7 @@ __all__ = [
     "GOVERNOR_ABORT",
     "REPORT_NAME",
     "SUMMARY_NAME",
+    "complete_outputs",
     "run_training",
     "versions",
 ]
@@ -96,6 +97,7 @@ def run_training(
     inputs = validate_run_inputs(config, out_dir, resume=resume, overwrite=overwrite)
     config = inputs.config
     if inputs.nothing_to_do:
+        complete_outputs(out_dir, render=render)
         return summarize(read_events(out_dir / EVENTS_NAME))
     prepare_run_dir(inputs)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
@@ -149,6 +151,13 @@ def run_training(
         if resume is None:
             # Epoch 0 is committed too: every run directory with events has a checkpoint that resumes it.
             checkpoint()
+        outdated = [out_dir / SUMMARY_NAME, out_dir / REPORT_NAME] if resume is not None else []
+
+        def commit_epoch() -> None:
+            checkpoint()
+            # The run has moved past what an earlier summary or report describes.
+            while outdated:
+                outdated.pop().unlink(missing_ok=True)
         reason = "completed"
         try:
             while not run.finished:
@@ -156,17 +165,20 @@ def run_training(
                 decision = sync_decision(controller.decide(signals, run.model))
                 run.apply(decision, controller.name)
                 pause_point("epoch-events")
-                checkpoint()
+                commit_epoch()
                 if stop_after is not None and run.epoch >= stop_after and not run.finished:
                     reason = f"stopped after epoch {run.epoch}"
                     break
         except GovernorAbort as error:
             reason = f"{GOVERNOR_ABORT}: {error}"
-            checkpoint()
+            commit_epoch()
         test_loss, test_accuracy = run.test()
         final = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
         if reason == "completed" or reason.startswith(GOVERNOR_ABORT):
             hub.emit(ev.RunFinished(epoch=run.epoch, summary=final, reason=reason))
+            # Commit the run_finished line too: extending the run later keeps it (the history says
+            # where the run ended before), and a failed extension leaves it in place.
+            commit_epoch()
     # Closing the hub flushed and fsynced events.jsonl: the summary is built from what is on disk.
     summary = summarize(read_events(out_dir / EVENTS_NAME))
     if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
@@ -189,6 +201,28 @@ def _commit_events(events_log: JsonlBackend, hub: TelemetryHub) -> CommittedEven
     return events_log.commit()
 
 
+def complete_outputs(out_dir: Path, *, render: bool = True) -> list[str]:
+    """Write the summary or report that a finished run lacks; returns the names written.
+
+    A finished run commits its last event with its checkpoint before writing these two,
+    so a process stopped while writing them leaves a run that is done but not reported:
+    resuming it writes them from the events, which hold everything they show.
+    """
+    for name in (CHECKPOINT_NAME, SUMMARY_NAME, REPORT_NAME):
+        remove_stray_temps(out_dir / name)  # the stopped process's unfinished writes
+    events = read_events(out_dir / EVENTS_NAME)
+    written: list[str] = []
+    if not (out_dir / SUMMARY_NAME).is_file():
+        write_summary(out_dir / SUMMARY_NAME, summarize(events))
+        written.append(SUMMARY_NAME)
+    if render and not (out_dir / REPORT_NAME).is_file():
+        from esper.ui.report import render_report
+
+        render_report(events, out_dir / REPORT_NAME)
+        written.append(REPORT_NAME)
+    return written
+
+
 def _resume_outputs(
     committed: CommittedEvents | None, events_log: JsonlBackend, checkpoint: Path, out_dir: Path
 ) -> None:
@@ -201,10 +235,9 @@ def _resume_outputs(
             file=checkpoint,
         )
     events_log.verify(committed)  # refuse a history that is not this checkpoint's before changing anything
-    # The run is in progress again: an old summary or report would describe a state it is leaving
-    # (removed first, so no summary on disk ever describes events that are about to be cut).
-    for name in (SUMMARY_NAME, REPORT_NAME):
-        (out_dir / name).unlink(missing_ok=True)
+    # A summary or report on disk describes the committed state (a finished run commits its
+    # run_finished line too), so they stay until the resumed run commits its next epoch: a resume
+    # that fails before then (a full disk) leaves the earlier run whole.
     for name in (CHECKPOINT_NAME, SUMMARY_NAME, REPORT_NAME):
         remove_stray_temps(out_dir / name)
     # Events after the committed prefix belong to an epoch that was never checkpointed: this run replays it.
