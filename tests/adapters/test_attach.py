@@ -50,8 +50,9 @@ def test_a_mapping_chooses_the_slot_ids() -> None:
 def test_conv1d_outputs_are_cnn_and_overrides_win() -> None:
     net = nn.Sequential(nn.Conv1d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv1d(6, 6, 3, padding=1))
     x = torch.randn(2, 2, 10)
-    model = attach(net, slots=["0"], example_input=x)
-    assert (model.slot("r0c0").shape.topology, model.slot("r0c0").shape.spatial_dims) == ("cnn", 1)
+    model = attach(net, slots=["0", "1"], example_input=x)
+    for slot in ("r0c0", "r0c1"):  # "1" is a ReLU: the model's convs decide
+        assert (model.slot(slot).shape.topology, model.slot(slot).shape.spatial_dims) == ("cnn", 1)
     seq = nn.Sequential(nn.Linear(6, 6))
     forced = attach(seq, slots=["0"], example_input=torch.randn(2, 5, 6), n_heads={"r0c0": 3})
     assert forced.slot("r0c0").shape.n_heads == 3

@@ -2,9 +2,10 @@
 
 From that output it infers the slot's layout:
 - (B, C, H, W): cnn with 2 spatial dims;
-- (B, C, L): cnn with 1 spatial dim when the submodule contains an nn.Conv1d,
-  otherwise (B, T, D) transformer (sequence models are the common case; pass
-  `topology=` to `attach` to decide it yourself);
+- (B, C, L): cnn with 1 spatial dim when the submodule contains an nn.Conv1d
+  (or holds no conv, embedding or attention itself, while the whole model has
+  convs and no embedding or attention), otherwise (B, T, D) transformer; pass
+  `topology=` to `attach` to decide it yourself;
 - a tuple/list output (Hugging Face blocks): the first floating tensor of a
   supported rank is the hidden state; the other elements pass through untouched.
 """
@@ -78,10 +79,28 @@ def _heads(module: nn.Module, width: int) -> int:
     return 1
 
 
-def _topology(module: nn.Module, rank: int) -> str:
+def _has_conv1d(module: nn.Module) -> bool:
+    return any(isinstance(sub, nn.Conv1d) for sub in module.modules())
+
+
+def _looks_sequential(module: nn.Module) -> bool:
+    """Token embeddings or attention (a module with a head count) inside."""
+    return any(
+        isinstance(sub, nn.Embedding | nn.MultiheadAttention)
+        or any(type(getattr(sub, attribute, None)) is int for attribute in _HEAD_ATTRIBUTES)
+        for sub in module.modules()
+    )
+
+
+def _topology(model: nn.Module, module: nn.Module, rank: int) -> str:
     if rank == 4:
         return "cnn"
-    return "cnn" if any(isinstance(sub, nn.Conv1d) for sub in module.modules()) else "transformer"
+    if _has_conv1d(module):
+        return "cnn"
+    if _looks_sequential(module):
+        return "transformer"
+    # A parameter-free submodule (an activation after a conv): decide by the whole model.
+    return "cnn" if _has_conv1d(model) and not _looks_sequential(model) else "transformer"
 
 
 def run_model(model: nn.Module, example_input: Any) -> Any:
@@ -142,7 +161,7 @@ def probe_slots(
         index = locate_tensor(output, name)
         tensor = output if index is None else output[index]  # type: ignore[index]
         assert isinstance(tensor, Tensor)
-        kind = topology.get(slot_id, _topology(targets[slot_id], tensor.dim()))
+        kind = topology.get(slot_id, _topology(model, targets[slot_id], tensor.dim()))
         if kind not in ("cnn", "transformer"):
             raise ValueError(f"topology[{slot_id!r}]: expected 'cnn' or 'transformer', got {kind!r}")
         if kind == "cnn":
