@@ -155,44 +155,61 @@ def test_detach_restores_the_plain_module() -> None:
 
 
 # ------------------------------------------------------------------ lifecycle
-def _train_steps(model: AttachedModel, steps: int, optimizer: torch.optim.Optimizer) -> None:
+def _batch(which: str, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if which == "resnet":
+        return images(8, seed=10 + step), torch.arange(8) % 10
+    x = tokens(4, seed=10 + step)
+    return x, x.roll(-1, dims=1)  # next-token targets
+
+
+def _train_steps(model: AttachedModel, which: str, steps: int, optimizer: torch.optim.Optimizer) -> None:
     model.train()
     for step in range(steps):
-        x = images(8, seed=10 + step)
-        y = torch.arange(8) % 10
+        x, y = _batch(which, step)
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(x), y)
+        logits = primary_tensor(model(x))
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         penalty = model.proximal_penalty()
         (loss if penalty is None else loss + penalty).backward()
         model.measure_gradients()
         optimizer.step()
 
 
-def test_full_lifecycle_on_one_slot_with_training() -> None:
-    model = attached_resnet()
-    model.germinate("r0c1", "conv_light")
-    seed_params = model.seed_parameter_groups()["r0c1"]
+LIFECYCLE = {
+    "resnet": (attached_resnet, "r0c1", "conv_light", "norm"),
+    "gpt2": (attached_gpt2, "r0c1", "mlp_small", "lora"),
+}
+
+
+@pytest.mark.parametrize("which", sorted(LIFECYCLE))
+def test_full_lifecycle_on_one_slot_with_training(which: str) -> None:
+    build, slot_id, blueprint, other = LIFECYCLE[which]
+    model = build()
+    model.germinate(slot_id, blueprint)
+    seed_params = model.seed_parameter_groups()[slot_id]
     before = [p.detach().clone() for p in seed_params]
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     for target in (SeedStage.TRAINING, SeedStage.BLENDING):
-        assert model.advance("r0c1").passed
-        assert model.slot("r0c1").stage == target
-        _train_steps(model, 2, optimizer)
+        assert model.advance(slot_id).passed
+        assert model.slot(slot_id).stage == target
+        _train_steps(model, which, 2, optimizer)
         model.step_epoch()
     assert any(not torch.equal(a, b) for a, b in zip(before, seed_params, strict=True)), "the seed learned"
     for _ in range(5):
         model.step_epoch()
-    assert model.advance("r0c1").passed and model.slot("r0c1").stage == SeedStage.HOLDING
-    counterfactuals = measure(model, torch.utils.data.TensorDataset(images(6), torch.arange(6)), 3, torch.device("cpu"))
-    assert set(counterfactuals.contributions) == {"r0c1"}
+    assert model.advance(slot_id).passed and model.slot(slot_id).stage == SeedStage.HOLDING
+    _train_steps(model, which, 1, optimizer)
+    x, y = _batch(which, 99)
+    counterfactuals = measure(model, torch.utils.data.TensorDataset(x, y), 2, torch.device("cpu"))
+    assert set(counterfactuals.contributions) == {slot_id}
     # A random tiny model's measured contribution may be <= 0; G5 (fossilize) needs > 0.
-    model.slot("r0c1").record_contribution(1.0)
-    assert model.fossilize("r0c1").passed
+    model.slot(slot_id).record_contribution(1.0)
+    assert model.fossilize(slot_id).passed
     assert model.active_seed_slots() == []
-    model.germinate("r0c0", "norm")
+    model.germinate("r0c0", other)
     model.prune("r0c0", "test")
     assert model.slot("r0c0").stage == SeedStage.PRUNED
-    assert model.param_counts().per_slot["r0c0"] == 0 and model.param_counts().per_slot["r0c1"] > 0
+    assert model.param_counts().per_slot["r0c0"] == 0 and model.param_counts().per_slot[slot_id] > 0
 
 
 def _blended(model: AttachedModel, slot: str, blueprint: str) -> None:

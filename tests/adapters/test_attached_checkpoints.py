@@ -165,3 +165,14 @@ def test_export_bakes_in_fossilized_seeds(case: str) -> None:
     # A standalone copy: nothing shared with the live model.
     live = {p.data_ptr() for p in model.parameters()}
     assert not any(p.data_ptr() in live for p in static.parameters())
+
+
+def test_the_built_in_static_exporters_refuse_an_attached_model(tmp_path: Path) -> None:
+    from esper.checkpoints.export import export_safetensors, export_static
+
+    model = grown_resnet()
+    with pytest.raises(TypeError, match=r"use model.export\(\)"):
+        export_static(model)
+    with pytest.raises(TypeError, match=r"use model.export\(\)"):
+        export_safetensors(model, tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()

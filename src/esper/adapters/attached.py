@@ -122,7 +122,8 @@ class AttachedModel(MorphogeneticModel):
             raise ValueError("attach: this module already has esper slots (call detach() first)")
         targets = {sid: resolve_module(module, spec.module) for sid, spec in config.slots.items()}
         registry = registry if registry is not None else default_registry()
-        self.host = module
+        # The user's module, not a segmented host: the inherited methods only use its parameters.
+        self.host = module  # type: ignore[assignment]
         self.attach_config = config
         self.gate_config = gates if gates is not None else GateConfig()
         self.seed_slots = nn.ModuleDict(
@@ -160,13 +161,14 @@ class AttachedModel(MorphogeneticModel):
         device = self._device()
         with ExitStack() as stack:
             for sid in named:
-                slot = self.seed_slots[sid]
+                slot = self.slot(sid)
                 current = slot.alpha.alpha
                 per_setting = torch.tensor(
                     [setting.get(sid, current) for setting in alpha_settings], dtype=dtype, device=device
                 )
                 stack.enter_context(slot.force_alpha(per_setting.repeat_interleave(batch)))
-            out = primary_tensor(run_model(self.host, _repeat_input(x, k)))
+            module: nn.Module = self.host
+            out = primary_tensor(run_model(module, _repeat_input(x, k)))
         return out.reshape(k, batch, *out.shape[1:])
 
     # ------------------------------------------------------------- lifecycle

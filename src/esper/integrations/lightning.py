@@ -204,7 +204,7 @@ class GrowthCallback(pl.Callback):
 
 def rebuild_optimizers(trainer: pl.Trainer) -> None:
     """Call configure_optimizers again and carry each surviving parameter's optimizer state over."""
-    old: dict[int, tuple[torch.nn.Parameter, dict[str, Any]]] = {}
+    old: dict[int, tuple[Tensor, Any]] = {}
     for optimizer in trainer.optimizers:
         for param, state in optimizer.state.items():
             old[id(param)] = (param, state)

@@ -41,6 +41,7 @@ import torch
 
 from esper.contracts.actions import HEADS, ActionSpace, FactoredAction, Op
 from esper.hosts import build_host
+from esper.hosts.protocol import HostProtocol
 from esper.rl.distributions import ActionMasks
 from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
 from esper.rl.environment import GrowthEnv as _RunEnv
@@ -108,12 +109,10 @@ class GymGrowthEnv(gym.Env):  # type: ignore[misc]
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _SEED_BOUND:
             raise ValueError(f"GrowthEnv seed: expected an int in [0, {_SEED_BOUND}], got {seed!r}")
         train_config = TrainConfig.model_validate({**train, "task": task, "seed": seed})
-        self.config = EnvConfig(
-            train=train_config,
-            episode_length=episode_length,
-            reward=reward if reward is not None else RewardConfig(),
-            shapley=shapley,
-        )
+        values: dict[str, Any] = {"train": train_config, "episode_length": episode_length, "shapley": shapley}
+        if reward is not None:
+            values["reward"] = reward
+        self.config = EnvConfig.model_validate(values)
         self.base_seed = seed
         task_spec = default_tasks().get(task)
         options = TaskOptions(
@@ -125,7 +124,8 @@ class GymGrowthEnv(gym.Env):  # type: ignore[misc]
         # The slot layout is the task's host's; building it is cheap and trains nothing.
         host_config = {**task_spec.host_config_for(splits), **train_config.host_overrides}
         with torch.random.fork_rng(devices=[]):
-            slot_ids = tuple(build_host(task_spec.host_kind, host_config).slot_ids())
+            host: HostProtocol = build_host(task_spec.host_kind, host_config)  # type: ignore[assignment]
+            slot_ids = tuple(host.slot_ids())
         blueprints = tuple(train_config.blueprints or task_spec.default_blueprints)
         self.layout = ObservationLayout(slot_ids, blueprints)
         self.space = ActionSpace(len(slot_ids), len(blueprints))
