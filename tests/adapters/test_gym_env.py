@@ -113,3 +113,28 @@ def test_a_clear_message_when_gymnasium_is_missing() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
     assert "pip install 'esper[gym]'" in done.stdout
+
+
+def test_flat_mask_is_the_union_over_legal_ops() -> None:
+    import torch
+
+    from esper.rl.distributions import ActionMasks
+
+    t, f = True, False
+    masks = ActionMasks(
+        op=torch.tensor([t, t, f, f, f, t]),  # WAIT, GERMINATE, ADVANCE
+        slot_by_op=torch.tensor(
+            [[t, t, t], [f, t, f], [f, f, f], [f, f, f], [f, f, f], [t, f, f]]  # GERMINATE r0c1, ADVANCE r0c0
+        ),
+        blueprint_by_slot=torch.tensor([[f, f], [t, f], [t, t]]),
+        style=torch.ones(4, dtype=torch.bool),
+        tempo=torch.ones(3, dtype=torch.bool),
+        alpha_target=torch.ones(3, dtype=torch.bool),
+        alpha_speed=torch.ones(4, dtype=torch.bool),
+        alpha_curve=torch.ones(5, dtype=torch.bool),
+    )
+    flat = flat_action_mask(masks)
+    assert flat[:6].tolist() == [t, t, f, f, f, t]
+    assert flat[6:9].tolist() == [t, t, f]  # r0c2 is legal only for WAIT, which ignores the slot
+    assert flat[9:11].tolist() == [t, f]  # blueprints of the slots GERMINATE may use (r0c1)
+    assert flat[11:].all()

@@ -65,15 +65,15 @@ def _union(rows: torch.Tensor, chosen: torch.Tensor) -> np.ndarray:
 
 def flat_action_mask(masks: ActionMasks) -> np.ndarray:
     """Per-head masks (each the union over what the other heads may choose), concatenated in HEADS order."""
-    op = masks.op.clone()
+    op = masks.op
     acting = op.clone()
     acting[Op.WAIT] = False  # WAIT ignores every other head: it must not open them
     slot = _union(masks.slot_by_op, acting)
-    germinate_slots = masks.slot_by_op[Op.GERMINATE] if bool(op[Op.GERMINATE]) else torch.zeros_like(acting[:0])
+    n_blueprints = masks.blueprint_by_slot.shape[-1]
     blueprint = (
-        _union(masks.blueprint_by_slot, germinate_slots)
-        if germinate_slots.numel()
-        else np.ones(masks.blueprint_by_slot.shape[-1], dtype=bool)
+        _union(masks.blueprint_by_slot, masks.slot_by_op[Op.GERMINATE])
+        if bool(op[Op.GERMINATE])
+        else np.ones(n_blueprints, dtype=bool)
     )
     parts = {
         "op": op.numpy(),
