@@ -176,3 +176,16 @@ def test_the_built_in_static_exporters_refuse_an_attached_model(tmp_path: Path) 
     with pytest.raises(TypeError, match=r"use model.export\(\)"):
         export_safetensors(model, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_a_bad_lifecycle_in_a_state_dict_changes_no_slot() -> None:
+    model = grown_resnet()
+    state = model.state_dict()
+    broken = {**state["_extra_state"], "slots": dict(state["_extra_state"]["slots"])}
+    broken["slots"]["r0c2"] = {**broken["slots"]["r0c2"], "tick": -1}
+    fresh = attach(resnet(seed=3), slots=["layer1", "layer2", "layer3"], example_input=images(), gates=FAST)
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match="tick must be an int >= 0"):
+        fresh.load_state_dict({**state, "_extra_state": broken}, strict=False)
+    assert all(fresh.slot(s).stage == SeedStage.DORMANT for s in fresh.slot_ids())
+    assert torch.equal(torch.get_rng_state(), rng)

@@ -30,7 +30,7 @@ from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
 from esper.seeds.slot import SeedSlot
 
-# The key under which the slots' lifecycles ride in `state_dict()` (nn.Module "extra state").
+# Version of the record in which the slots' lifecycles ride in `state_dict()` (nn.Module "extra state").
 EXTRA_STATE_VERSION = 1
 
 
@@ -219,9 +219,15 @@ class AttachedModel(MorphogeneticModel):
                 f"attached model extra state: expected lifecycles for slots {self.slot_ids()}, got {slots!r:.120}"
             )
         device = self._device()
-        for slot in self.slots():
-            slot.restore_lifecycle(slots[slot.slot_id])
-            slot.to(device)
+        # Recreated seeds get fresh weights (the state_dict's tensors load next): keep the caller's RNG as it was.
+        with torch.random.fork_rng(devices=[]):
+            # Every record is tried on a spare slot first, so a bad one changes no slot.
+            for slot in self.slots():
+                spare = SeedSlot(slot.slot_id, slot.shape, gates=slot.gate_config, registry=slot.registry)
+                spare.restore_lifecycle(slots[slot.slot_id])
+            for slot in self.slots():
+                slot.restore_lifecycle(slots[slot.slot_id])
+                slot.to(device)
 
 
 def _has_slot_hooks(module: nn.Module) -> bool:
