@@ -62,9 +62,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--epochs", type=int, default=16)
     parser.add_argument("--controller", default="heuristic", help="heuristic, random or static")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=int, default=1024, help="training examples")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    x_train, y_train = make_data(1024, seed=args.seed)
+    x_train, y_train = make_data(args.samples, seed=args.seed)
     x_val, y_val = make_data(256, seed=args.seed + 1)
 
     # 1. Your model, with a slot after block1 and after block2 (shapes probed from one batch).

@@ -87,7 +87,7 @@ def test_bad_arguments_are_named() -> None:
 @pytest.mark.slow
 def test_the_documented_loop_example_runs_and_grows() -> None:
     done = subprocess.run(
-        [sys.executable, str(EXAMPLE), "--epochs", "5", "--controller", "random"],
+        [sys.executable, str(EXAMPLE), "--epochs", "5", "--controller", "random", "--samples", "256"],
         capture_output=True,
         text=True,
         timeout=300,
