@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 # `esper.contracts` never pulls in torch.
 _LAZY = {
     "MorphogeneticModel": "esper.model",
+    "attach": "esper.adapters",
+    "AttachedModel": "esper.adapters",
     "save_model": "esper.checkpoints",
     "load_model": "esper.checkpoints",
     "CheckpointError": "esper.checkpoints",

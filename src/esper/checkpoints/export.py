@@ -107,6 +107,13 @@ def export_static(model: MorphogeneticModel) -> StaticGrownModel:
     """A standalone copy of `model` with its fossilized seeds baked in (shares no tensors with it)."""
     if not isinstance(model, MorphogeneticModel):
         raise TypeError(f"model must be a MorphogeneticModel, got {type(model).__name__}")
+    from esper.adapters.attached import AttachedModel  # imported here: esper.adapters imports this module
+
+    if isinstance(model, AttachedModel):
+        raise TypeError(
+            "export_static: an attached model (esper.attach) has no stem/segments/head to rebuild; "
+            "use model.export(), which returns your own module with the fossilized seeds baked in"
+        )
     kept: dict[str, tuple[str, AlphaAlgorithm, float, nn.Module, BlendGate | None]] = {}
     for slot in model.slots():
         if slot.seed is None:

@@ -75,6 +75,12 @@ def model_payload(model: MorphogeneticModel) -> dict[str, Any]:
     """
     if not isinstance(model, MorphogeneticModel):
         raise TypeError(f"model must be a MorphogeneticModel, got {type(model).__name__}")
+    # Imported here: esper.adapters itself imports esper.checkpoints (export).
+    from esper.adapters.attached import AttachedModel
+    from esper.checkpoints.attached_io import attached_payload
+
+    if isinstance(model, AttachedModel):
+        return attached_payload(model)
     host = model.host
     kind = host.kind
     if kind not in HOST_KINDS or HOST_KINDS[kind] is not type(host):
@@ -100,12 +106,17 @@ def save_model(model: MorphogeneticModel, path: str | os.PathLike[str]) -> None:
 
 
 def load_model(
-    path: str | os.PathLike[str], *, registry: BlueprintRegistry | None = None
+    path: str | os.PathLike[str],
+    *,
+    registry: BlueprintRegistry | None = None,
+    base: torch.nn.Module | None = None,
 ) -> MorphogeneticModel:
     """Rebuild a MorphogeneticModel from a model checkpoint or from a run checkpoint's model.
 
     `registry` must know every blueprint the checkpoint uses (default: the
-    process's default registry). Any problem raises one CheckpointError.
+    process's default registry). `base`: for a checkpoint of an attached model
+    (`esper.attach`), a freshly built copy of the user's module to attach the
+    stored slots to (only then). Any problem raises one CheckpointError.
     """
     try:
         data = load_checkpoint(path, format=MODEL_CHECKPOINT_FORMAT)
@@ -120,7 +131,23 @@ def load_model(
         data, where = data[RUN_MODEL_KEY], RUN_MODEL_KEY
     else:
         data = split_header(data)[1]
+    from esper.checkpoints.attached_io import attached_from_payload, is_attached_payload
+
     try:
+        if is_attached_payload(data):
+            if base is None:
+                raise CheckpointError.at(
+                    join_path(where, "host", "kind"),
+                    "this is a model attached to your own module (esper.attach): build that module again and "
+                    "pass it as load_model(path, base=module)",
+                )
+            section = validate(ModelSection, data, where)
+            return attached_from_payload(section, data, where, base, registry)
+        if base is not None:
+            raise CheckpointError.at(
+                join_path(where, "host", "kind"),
+                "base= is only for checkpoints of attached models; this one rebuilds its own host",
+            )
         # The payload was just read from the file and is ours alone: the model may keep its tensors.
         return model_from_payload(data, where, registry=registry, share_tensors=True)
     except CheckpointError as error:

@@ -1,0 +1,1 @@
+"""Integrations with other training tools (each an optional extra): `esper.integrations.lightning`."""
