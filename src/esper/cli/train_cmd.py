@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no live display and no per-epoch lines (the outcome is still printed)",
     )
+    parser.add_argument(
+        "--watch", action="store_true", help="show the live dashboard (esper watch) while training; needs esper[ui]"
+    )
     parser.set_defaults(func=handle)
 
 
@@ -75,6 +78,15 @@ def handle(args: argparse.Namespace) -> int:
     except ValueError as error:
         console.print(f"[red]esper train: {error}[/red]")
         return 2
+    if args.watch:
+        from esper.ui.watch import launch
+
+        problem = launch.cannot_start("esper train --watch")
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        title = f"esper train {config.task} · {config.controller} → {out}"
+        return launch.run_with_dashboard(args.argv, out, title=title)
     progress = TrainingProgress(
         total_epochs=epochs_hint,
         title=f"esper train {config.task} · {config.controller}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import ClassVar
 
@@ -63,8 +64,16 @@ class WatchApp(App[None]):
         Binding("p", "pause", "pause"),
     ]
 
-    def __init__(self, run_dir: Path | str, *, title: str | None = None, poll_seconds: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        run_dir: Path | str,
+        *,
+        title: str | None = None,
+        poll_seconds: float = POLL_SECONDS,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
         super().__init__()
+        self.process = process  # the training run started by --watch, whose state the status line shows
         if poll_seconds <= 0:
             raise ValueError(f"WatchApp.poll_seconds: expected a positive number, got {poll_seconds!r}")
         self.run_dir = Path(run_dir)
@@ -144,6 +153,12 @@ class WatchApp(App[None]):
             text += f" · waiting for the end of a partial line ({self.follower.pending_partial} bytes)"
         if self.state.restarts:
             text += f" · the events file was replaced {self.state.restarts}x: showing the newest run"
+        if self.process is not None:
+            code = self.process.poll()
+            if code is None:
+                text += f" · training running (pid {self.process.pid}; q stops it, resumable)"
+            else:
+                text += f" · training exited with status {code}: q quits and shows its output"
         if self.paused:
             text += " · PAUSED (p resumes)"
         return text
