@@ -20,7 +20,7 @@ from esper.telemetry.events import TelemetryEvent, parse_event
 EVENTS_FILE_NAME = "events.jsonl"
 # Bytes read per poll: bounds the work of one refresh so a 10,000-epoch file
 # loads in steps while the dashboard keeps answering keys.
-DEFAULT_MAX_BYTES_PER_POLL = 1 << 20
+DEFAULT_MAX_BYTES_PER_POLL = 1 << 18
 _MAX_SHOWN_LINE = 60
 
 
