@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.ui.watch_helpers import TRAIN_EPOCHS, make_train_run
 
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.ui.watch import cost
 from esper.ui.watch.follower import EventFollower, FollowStatus, status_message
 from esper.ui.watch.state import RunState
+
+from .watch_helpers import TRAIN_EPOCHS, make_train_run
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,6 +13,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.events import Resize
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from esper.ui.watch import render
@@ -87,7 +89,13 @@ class WatchApp(App[None]):
         self.show_log: bool | None = None  # None: decided by the terminal's size
         self.show_curves: bool | None = None
         self._drawn_version = -1
+        self.longest_poll_seconds = 0.0
         self.sub_title = title or str(self.run_dir)
+
+    @property
+    def main(self) -> Screen[None]:
+        """The dashboard's own screen, also while help or a seed history is shown over it."""
+        return self.screen_stack[0]
 
     # ---- layout -----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -108,6 +116,7 @@ class WatchApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.main.query_one(SlotTable).focus()  # arrows and enter pick a slot from the start
         self._arrange(self.size.width, self.size.height)
         self.poll()
         self.set_interval(self.poll_seconds, self.poll)
@@ -120,19 +129,20 @@ class WatchApp(App[None]):
     def _arrange(self, width: int, height: int) -> None:
         """Hide panels as space runs out; the user's l/c choices win over the defaults."""
         wide = width >= WIDE_COLUMNS
-        self.query_one("#main").set_class(not wide, "-narrow")
+        self.main.query_one("#main").set_class(not wide, "-narrow")
         log = self.show_log if self.show_log is not None else (wide or height >= TALL_ROWS)
         curves = self.show_curves if self.show_curves is not None else height >= SHORT_ROWS
         if log and not wide and height < TALL_ROWS and self.show_curves is None:
             curves = False  # a small terminal that asked for the log: give it the curves' room
-        self.query_one("#right").set_class(not log, "hidden")
-        self.query_one("#curves").set_class(not curves, "hidden")
+        self.main.query_one("#right").set_class(not log, "hidden")
+        self.main.query_one("#curves").set_class(not curves, "hidden")
 
     # ---- following ----------------------------------------------------------------------------
     def poll(self) -> None:
         """Read what was appended since the last poll and redraw if anything changed."""
-        if self.paused:
+        if self.paused or not self._mounted():
             return
+        started = time.perf_counter()
         result = self.follower.poll()
         self.status = result.status
         if result.restarted:
@@ -142,50 +152,61 @@ class WatchApp(App[None]):
             self.state.apply(event, line)
         self.state.add_problems(result.problems)
         self.redraw()
+        # What one poll blocks the event loop for: the worst delay a key press can see.
+        self.longest_poll_seconds = max(self.longest_poll_seconds, time.perf_counter() - started)
         if result.more:  # more bytes waiting: keep reading soon, but let keys and drawing in between
             self.set_timer(0.01, self.poll)
 
     def status_line(self) -> str:
-        text = status_message(self.status, self.run_dir)
-        if self.status is FollowStatus.FOLLOWING and self.state.events_seen == 0:
-            text = f"no events yet in {self.follower.path}: waiting for the run to write its first one"
-        if self.follower.pending_partial:
-            text += f" · waiting for the end of a partial line ({self.follower.pending_partial} bytes)"
-        if self.state.restarts:
-            text += f" · the events file was replaced {self.state.restarts}x: showing the newest run"
+        """What the dashboard is doing, most urgent first (the line is cut at the terminal's width)."""
+        parts = []
+        if self.paused:
+            parts.append("PAUSED (p resumes)")
         if self.process is not None:
             code = self.process.poll()
             if code is None:
-                text += f" · training running (pid {self.process.pid}; q stops it, resumable)"
+                parts.append(f"training running (pid {self.process.pid}; q stops it, resumable)")
             else:
-                text += f" · training exited with status {code}: q quits and shows its output"
-        if self.paused:
-            text += " · PAUSED (p resumes)"
-        return text
+                parts.append(f"training exited with status {code}: q quits and shows its output")
+        if self.follower.pending_partial:
+            parts.append(f"waiting for the end of a partial line ({self.follower.pending_partial} bytes)")
+        if self.state.restarts:
+            parts.append(f"the events file was replaced {self.state.restarts}x: showing the newest run")
+        if self.status is FollowStatus.FOLLOWING and self.state.events_seen == 0:
+            parts.append(f"no events yet in {self.follower.path}: waiting for the run to write its first one")
+        else:
+            parts.append(status_message(self.status, self.run_dir))
+        return " · ".join(parts)
 
     # ---- drawing ------------------------------------------------------------------------------
+    def _mounted(self) -> bool:
+        """False while the app closes: a last timer tick may come after its widgets are gone."""
+        return bool(self.screen_stack) and bool(self.main.query("#header"))
+
     def redraw(self) -> None:
+        if not self._mounted():
+            return
         state = self.state
-        self.query_one("#header", Static).update(render.header(state, self.status_line()))
+        self.main.query_one("#header", Static).update(render.header(state, self.status_line()))
         if state.version == self._drawn_version:
             return
         self._drawn_version = state.version
         ppo = state.kind == "ppo"
-        notice = self.query_one("#notice", Static)
+        notice = self.main.query_one("#notice", Static)
         notice.set_class(state.events_seen > 0, "hidden")
         notice.update(self.status_line())
-        self.query_one("#slots").set_class(ppo or not state.slots, "hidden")
-        self.query_one("#envs").set_class(not ppo, "hidden")
-        self.query_one("#ppo-stats").set_class(not ppo, "hidden")
+        self.main.query_one("#slots").set_class(ppo or not state.slots, "hidden")
+        self.main.query_one("#envs").set_class(not ppo, "hidden")
+        self.main.query_one("#ppo-stats").set_class(not ppo, "hidden")
         if ppo:
-            self.query_one(EnvTable).show(state)
+            self.main.query_one(EnvTable).show(state)
         else:
-            self.query_one(SlotTable).show(state)
-        for panel in self.query(Panel):
+            self.main.query_one(SlotTable).show(state)
+        for panel in self.main.query(Panel):
             if panel.id != "log":
                 panel.paint()
         self._draw_log()
-        warnings = self.query_one("#warnings", Static)
+        warnings = self.main.query_one("#warnings", Static)
         warnings.set_class(not state.problem_count, "hidden")
         if state.problems:
             last = state.problems[-1]
@@ -201,14 +222,14 @@ class WatchApp(App[None]):
 
     def _paint_rewards(self, width: int, height: int) -> RenderableType:
         label, components = self.state.reward_components()
-        self.query_one("#rewards", Panel).border_title = f"rewards ({label}, per step)"
+        self.main.query_one("#rewards", Panel).border_title = f"rewards ({label}, per step)"
         return render.bars(components, width, signed=True)
 
     def _paint_log(self, width: int, height: int) -> RenderableType:
         filters = [f"type={self.type_filter}" if self.type_filter else "",
                    f"slot={self.slot_filter}" if self.slot_filter else ""]
         shown = " ".join(f for f in filters if f) or "all"
-        self.query_one("#log", Panel).border_title = f"events ({shown}; t/s filter, x clears)"
+        self.main.query_one("#log", Panel).border_title = f"events ({shown}; t/s filter, x clears)"
         # Newest at the bottom, as many as fit: the panel never needs scrolling to show the latest.
         entries = self.state.filtered_log(self.type_filter, self.slot_filter, max(height, 1))
         lines = []
@@ -224,7 +245,7 @@ class WatchApp(App[None]):
         return Text("\n").join(lines) if lines else Text("no matching events", style="grey50")
 
     def _draw_log(self) -> None:
-        self.query_one("#log", Panel).paint()
+        self.main.query_one("#log", Panel).paint()
 
     # ---- actions ------------------------------------------------------------------------------
     def action_help(self) -> None:
@@ -251,11 +272,11 @@ class WatchApp(App[None]):
         self._draw_log()
 
     def action_toggle_log(self) -> None:
-        self.show_log = self.query_one("#right").has_class("hidden")
+        self.show_log = self.main.query_one("#right").has_class("hidden")
         self._arrange(self.size.width, self.size.height)
 
     def action_toggle_curves(self) -> None:
-        self.show_curves = self.query_one("#curves").has_class("hidden")
+        self.show_curves = self.main.query_one("#curves").has_class("hidden")
         self._arrange(self.size.width, self.size.height)
 
     def action_pause(self) -> None:

@@ -104,19 +104,18 @@ def header(state: RunState, status: str) -> Group:
     else:
         first.append(f" · epoch {max(state.epoch, 0)}")
     first.append(f" · elapsed {fmt_seconds(state.elapsed_seconds)}")
-    if state.finished_reason is not None:
-        first.append(f" · finished: {state.finished_reason}", style="bold green")
+    first.append(f" · rollbacks {state.rollbacks}", style="bold red" if state.rollbacks else "")
     second = Text(" ", no_wrap=True, overflow="ellipsis")
     if state.kind == "ppo":
         accs = [r["mean_final_val_accuracy"] for r in state.rounds if "mean_final_val_accuracy" in r]
-        second.append(f"val acc {fmt_pct(accs[-1] if accs else None)} ")
+        second.append(f"val {fmt_pct(accs[-1] if accs else None)} ")
         second.append(f"best {fmt_pct(max(accs) if accs else None)}", style="bold")
         returns = [r["mean_return"] for r in state.rounds if "mean_return" in r]
         second.append(f" · return {returns[-1]:+.3f}" if returns else " · return —")
         second.append(f" · envs {len(state.envs)}")
     else:
         current = state.current
-        second.append(f"val acc {fmt_pct(current.val_accuracy if current else None)} ")
+        second.append(f"val {fmt_pct(current.val_accuracy if current else None)} ")
         second.append(f"best {fmt_pct(state.best_val_accuracy)}", style="bold")
         if state.test_accuracy is not None:
             second.append(f" test {fmt_pct(state.test_accuracy)}")
@@ -124,10 +123,12 @@ def header(state: RunState, status: str) -> Group:
             second.append(
                 f" · params {current.total_params:,} = host {current.host_params:,} + seeds {current.seed_params:,}"
             )
-    second.append(f" · rollbacks {state.rollbacks}", style="bold red" if state.rollbacks else "")
+    third = Text(" ", no_wrap=True, overflow="ellipsis")
+    if state.finished_reason is not None:
+        third.append(f"finished: {state.finished_reason} · ", style="bold green")
     if state.problem_count:
-        second.append(f" · {state.problem_count} bad lines skipped", style="bold yellow")
-    third = Text(f" {status}", style="grey50", no_wrap=True, overflow="ellipsis")
+        third.append(f"{state.problem_count} bad lines skipped · ", style="bold yellow")
+    third.append(status, style="grey50")
     return Group(first, second, third)
 
 
