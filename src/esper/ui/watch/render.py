@@ -95,6 +95,9 @@ def header(state: RunState, status: str) -> Group:
     kind = {"train": "train", "ppo": "PPO", None: "waiting"}[state.kind]
     first = Text(no_wrap=True, overflow="ellipsis")
     first.append(f" {kind} ", style="bold reverse")
+    if state.kind is None:
+        first.append(" no run events read yet")
+        return Group(first, Text(" "), Text(f" {status}", style="grey50", no_wrap=True, overflow="ellipsis"))
     controller = state.controller or ("ppo" if state.kind == "ppo" else "—")
     first.append(f" {state.task or 'task —'} · {controller}")
     if state.kind == "ppo":
