@@ -14,7 +14,7 @@ from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.ui.watch import cost
 from esper.ui.watch.follower import EventFollower, FollowStatus, status_message
-from esper.ui.watch.state import RunState
+from esper.ui.watch.state import GateRecord, RunState, SlotView, StageChange
 
 from .watch_helpers import TRAIN_EPOCHS, make_train_run
 
@@ -172,3 +172,36 @@ def test_the_cost_per_line_is_small() -> None:
     assert measured.lines == 4001 and measured.polls >= 1
     # Measured about 110 µs per line on a busy 2-core box; 2 ms would make a 10,000-epoch replay crawl.
     assert measured.microseconds_per_line < 2000, measured
+
+
+def test_end_reason_is_the_latest_seeds_prune_or_fossilize() -> None:
+    view = SlotView("r0c0")
+    assert view.end_reason is None
+    view.changes += [StageChange(3, "attention", "DORMANT", "GERMINATED", "germinate attention")]
+    assert view.end_reason is None  # alive
+    view.gates.append(GateRecord(7, "G5", "FOSSILIZED", False, ("stage is HOLDING",), ("contribution > 0.0 pt",), ""))
+    view.changes += [
+        StageChange(7, "attention", "HOLDING", "PRUNED", "prune: contribution -1.0 pt"),
+        StageChange(8, "attention", "PRUNED", "EMBARGOED", "embargo"),
+    ]
+    assert view.end_reason == "PRUNED at epoch 7: prune: contribution -1.0 pt (failed: contribution > 0.0 pt)"
+    view.changes.append(StageChange(12, "conv_light", "DORMANT", "GERMINATED", "germinate conv_light"))
+    assert view.end_reason is None  # a new seed lives in the slot
+
+
+def test_ppo_events_fill_envs_returns_rounds_and_components() -> None:
+    state = RunState()
+    for epoch in (1, 2):
+        for env in (0, 1):
+            state.apply(ev.RewardComputed(epoch=epoch, env=env, total=0.5 * (env + 1), components={"pbrs": 0.25}))
+    state.apply(ev.ControllerDecision(epoch=2, env=1, controller="policy", op="GERMINATE", slot="r0c1",
+                                      blueprint="conv_light", params={}, executed=True, reason="policy"))
+    assert state.kind == "ppo" and state.envs[1].episode_return == 2.0 and state.envs[1].last_action == "GERMINATE r0c1"
+    assert state.reward_components() == ("this round", {"pbrs": 0.25})
+    state.apply(ev.PpoUpdate(epoch=2, round=0, metrics={"entropy": 0.5, "action_share/WAIT": 0.75,
+                                                        "action_share/GERMINATE": 0.25}))
+    assert state.round == 1 and state.envs[0].last_return == 1.0 and state.envs[0].episode_return == 0.0
+    assert state.action_mix() == {"WAIT": 0.75, "GERMINATE": 0.25}
+    assert state.reward_components() == ("last round", {"pbrs": 0.25})
+    state.apply(ev.RewardComputed(epoch=1, env=0, total=-0.25, components={"pbrs": -1.0}))
+    assert state.envs[0].episode_return == -0.25 and state.envs[0].last_return == 1.0

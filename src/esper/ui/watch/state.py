@@ -19,7 +19,7 @@ RunKind = Literal["train", "ppo"]
 LOG_CAPACITY = 5000  # newest events kept for the log panel; the curves keep every epoch
 PROBLEM_CAPACITY = 200  # newest skipped-line messages kept (all are counted)
 ACTION_SHARE_PREFIX = "action_share/"
-ENDED_STAGES = frozenset({"PRUNED", "FOSSILIZED", "EMBARGOED"})
+ENDED_STAGES = frozenset({"PRUNED", "FOSSILIZED"})  # the decisions; EMBARGOED/RESETTING only follow a prune
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,13 @@ class SlotView:
 
     @property
     def end_reason(self) -> str | None:
-        """Why the latest seed here was pruned, fossilized or embargoed, with the gate checks that decided it."""
+        """Why the latest seed here was pruned or fossilized, with the failed checks of that epoch's gates.
+
+        None while the slot's latest seed is still alive (or it never held one).
+        """
         for change in reversed(self.changes):
+            if change.to_stage == "GERMINATED":
+                return None
             if change.to_stage not in ENDED_STAGES:
                 continue
             text = f"{change.to_stage} at epoch {change.epoch}: {change.reason}"
