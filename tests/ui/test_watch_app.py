@@ -59,6 +59,7 @@ def test_panels_show_the_run_in_80x24(train_run: tuple[Path, dict[str, Any]]) ->
     drive(WatchApp(run_dir, poll_seconds=0.05), script, size=(80, 24))
 
 
+@pytest.mark.slow
 def test_keys_help_log_filters_slot_history_and_pause(train_run: tuple[Path, dict[str, Any]]) -> None:
     run_dir, _ = train_run
 
@@ -176,8 +177,8 @@ def test_a_ppo_run_fills_the_ppo_panels(ppo_run: Path) -> None:
             assert fmt_pct(view.val_accuracy) in row and f"{view.last_return:+.3f}" in row
         latest = app.state.rounds[-1]
         health = next(line for line in rows if "entropy" in line and "│" in line)
-        assert f"{latest['entropy']:.4g}" in health
-        assert "explained var" in text and "clip fraction" in text and "value loss" in text
+        assert f"{latest['entropy']:.3g}" in health
+        assert "expl var" in text and "clip frac" in text and "value loss" in text
         assert "WAIT" in text and "GERMINATE" in text  # action mix
         assert "accuracy_delta" in text and "rewards (last round, per step)" in text
         assert not app.query_one(SlotTable).display

@@ -164,7 +164,7 @@ def test_ppo_watch_fills_the_ppo_panels(
         await wait_until(pilot, lambda: app.process is not None and app.process.poll() is not None, timeout=60)
         await pilot.pause()
         text = screen_text(app)
-        assert " PPO " in text and "round 2" in text and "policy health" in text and "explained var" in text
+        assert " PPO " in text and "round 2" in text and "policy health" in text and "expl var" in text
         assert sorted(app.state.envs) == [0, 1]
         await pilot.press("q")
 

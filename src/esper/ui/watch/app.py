@@ -90,6 +90,7 @@ class WatchApp(App[None]):
         self.show_curves: bool | None = None
         self._drawn_version = -1
         self.longest_poll_seconds = 0.0
+        self._arranged_for: str | None = None  # the run kind the layout was last chosen for
         self.sub_title = title or str(self.run_dir)
 
     @property
@@ -106,7 +107,7 @@ class WatchApp(App[None]):
                 yield SlotTable(id="slots")
                 yield EnvTable(id="envs", classes="hidden")
                 with Horizontal(id="ppo-stats", classes="hidden"):
-                    yield Panel("policy health", lambda w, h: render.policy_health(self.state), id="health")
+                    yield Panel("policy health", lambda w, h: render.policy_health(self.state, w), id="health")
                     yield Panel("action mix", lambda w, h: render.bars(self.state.action_mix(), w), id="mix")
                     yield Panel("reward components", self._paint_rewards, id="rewards")
                 yield Panel("curves", self._paint_curves, id="curves")
@@ -131,7 +132,9 @@ class WatchApp(App[None]):
         wide = width >= WIDE_COLUMNS
         self.main.query_one("#main").set_class(not wide, "-narrow")
         log = self.show_log if self.show_log is not None else (wide or height >= TALL_ROWS)
-        curves = self.show_curves if self.show_curves is not None else height >= SHORT_ROWS
+        # A PPO run's table and three panels fill a small terminal: its curves wait for more rows.
+        roomy = height >= (TALL_ROWS if self.state.kind == "ppo" and not wide else SHORT_ROWS)
+        curves = self.show_curves if self.show_curves is not None else roomy
         if log and not wide and height < TALL_ROWS and self.show_curves is None:
             curves = False  # a small terminal that asked for the log: give it the curves' room
         self.main.query_one("#right").set_class(not log, "hidden")
@@ -192,6 +195,9 @@ class WatchApp(App[None]):
             return
         self._drawn_version = state.version
         ppo = state.kind == "ppo"
+        if state.kind != self._arranged_for:
+            self._arranged_for = state.kind
+            self._arrange(self.size.width, self.size.height)
         notice = self.main.query_one("#notice", Static)
         notice.set_class(state.events_seen > 0, "hidden")
         notice.update(self.status_line())

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -104,7 +103,7 @@ def run_with_dashboard(argv: list[str], out: Path, *, title: str) -> int:
     return code
 
 
-def _stop(process: subprocess.Popen[bytes], wait: Callable[[float], int] | None = None) -> int:
+def _stop(process: subprocess.Popen[bytes]) -> int:
     """Interrupt a child still training (as Ctrl-C would), give it time to checkpoint, then end it."""
     if process.poll() is not None:
         return process.returncode

@@ -25,9 +25,9 @@ HEALTH_RULES: dict[str, tuple[str, float, float, str]] = {
     # metric: (label, warn, bad, direction) — "low": unhealthy when below; "high": above
     "entropy": ("entropy", 0.10, 0.02, "low"),  # a collapsing policy stops exploring
     "approx_kl": ("KL", 0.02, 0.05, "high"),  # updates that move the policy too far
-    "clip_fraction": ("clip fraction", 0.20, 0.30, "high"),  # most samples clipped: steps too large
+    "clip_fraction": ("clip frac", 0.20, 0.30, "high"),  # most samples clipped: steps too large
     "value_loss": ("value loss", 1.0, 10.0, "high"),  # the critic cannot fit the returns
-    "explained_variance": ("explained var", 0.30, 0.0, "low"),  # the critic explains nothing (or worse)
+    "explained_variance": ("expl var", 0.30, 0.0, "low"),  # the critic explains nothing (or worse)
 }
 
 
@@ -205,32 +205,39 @@ def env_rows(envs: dict[int, EnvView]) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
-def policy_health(state: RunState) -> Table:
+def policy_health(state: RunState, width: int = 40) -> Table:
+    """The latest round's health metrics, coloured by HEALTH_RULES; the ok/warn/bad word only when it fits."""
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
     table.add_column(no_wrap=True, justify="right")
-    table.add_column(no_wrap=True)
+    words = width >= 26
+    if words:
+        table.add_column(no_wrap=True)
     latest = state.rounds[-1] if state.rounds else {}
     for metric, (label, _, _, _) in HEALTH_RULES.items():
         if metric not in latest:
-            table.add_row(label, "—", "")
+            table.add_row(label, "—", *([""] if words else []))
             continue
         value = latest[metric]
-        level = health_level(metric, value)
-        table.add_row(label, Text(f"{value:.4g}", style=LEVEL_STYLE[level]), Text(level, style=LEVEL_STYLE[level]))
+        style = LEVEL_STYLE[health_level(metric, value)]
+        cells = [Text(f"{value:.3g}", style=style)]
+        if words:
+            cells.append(Text(health_level(metric, value), style=style))
+        table.add_row(label, *cells)
     return table
 
 
 def bars(values: dict[str, float], width: int, signed: bool = False) -> RenderableType:
-    """Horizontal bars, one per name; with `signed`, scaled by the largest magnitude."""
+    """Horizontal bars, one per name, each on one line; with `signed`, scaled by the largest magnitude."""
     if not values:
         return Text("none yet", style="grey50")
-    label_width = min(max(len(name) for name in values), 18)
-    bar_width = max(width - label_width - 12, 3)
+    number_width = 8 if signed else 7
+    label_width = max(min(max(len(name) for name in values), 18, width - number_width - 4), 3)
+    bar_width = max(width - label_width - number_width - 1, 1)
     scale = max((abs(v) for v in values.values() if math.isfinite(v)), default=0.0) or 1.0
     lines = []
     for name, value in values.items():
-        line = Text(f"{name[:label_width]:<{label_width}} ")
+        line = Text(f"{name[:label_width]:<{label_width}} ", no_wrap=True, overflow="ellipsis")
         filled = 0 if not math.isfinite(value) else round(abs(value) / scale * bar_width)
         style = "red" if signed and value < 0 else "#1f78b4"
         line.append("█" * filled, style=style)

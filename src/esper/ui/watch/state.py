@@ -8,9 +8,10 @@ and lets its per-line cost be measured on its own.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from esper.telemetry import events as ev
 from esper.ui.watch.follower import LineProblem
@@ -222,7 +223,7 @@ class RunState:
             self.last_time = stamp
         if event.env is None and event.epoch > self.epoch:
             self.epoch = event.epoch
-        slot = getattr(event, "slot", None)
+        slot = event.slot if isinstance(event, _SLOT_EVENTS) else None
         self.log.append(LogEntry(line, event.epoch, event.type, slot, event.env, describe(event)))
         handler = _HANDLERS.get(type(event))
         if handler is not None:
@@ -364,7 +365,8 @@ class RunState:
         self.backend_failures.append(f"{event.backend}: {event.error}")
 
 
-_HANDLERS = {
+_SLOT_EVENTS = (ev.SeedStageChanged, ev.GateEvaluated, ev.ContributionMeasured, ev.ControllerDecision)
+_HANDLERS: dict[type[ev.TelemetryEvent], Callable[[RunState, Any], None]] = {
     ev.RunStarted: RunState._on_run_started,
     ev.EpochMetrics: RunState._on_epoch,
     ev.SeedStageChanged: RunState._on_stage,
