@@ -91,7 +91,7 @@ class WatchApp(App[None]):
         self._drawn_version = -1
         self.longest_poll_seconds = 0.0
         self._arranged_for: str | None = None  # the run kind the layout was last chosen for
-        self.sub_title = title or str(self.run_dir)
+        self.title_text = title
 
     @property
     def main(self) -> Screen[None]:
@@ -151,6 +151,7 @@ class WatchApp(App[None]):
         if result.restarted:
             restarts = self.state.restarts + 1
             self.state = RunState(restarts=restarts)
+            self._drawn_version = -1  # the new state counts its versions from 0 again
         for line, event in result.events:
             self.state.apply(event, line)
         self.state.add_problems(result.problems)
@@ -179,6 +180,8 @@ class WatchApp(App[None]):
             parts.append(f"no events yet in {self.follower.path}: waiting for the run to write its first one")
         else:
             parts.append(status_message(self.status, self.run_dir))
+        if self.title_text:  # what --watch started (a PPO run's events do not name its task)
+            parts.append(self.title_text)
         return " · ".join(parts)
 
     # ---- drawing ------------------------------------------------------------------------------
