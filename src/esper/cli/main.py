@@ -23,6 +23,7 @@ COMMANDS: tuple[str, ...] = (
     "esper.cli.ppo_cmd",
     "esper.cli.evaluate_cmd",
     "esper.cli.summarize_cmd",
+    "esper.cli.watch_cmd",
 )
 
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The command line as typed: `--watch` re-runs it in a child process.
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 2

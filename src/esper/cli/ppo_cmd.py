@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="output directory (default: the --resume file's directory)")
     parser.add_argument("--resume", type=Path, help="continue from an agent checkpoint (OUT/agent.pt)")
     parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live display")
+    parser.add_argument(
+        "--watch", action="store_true", help="show the live dashboard (esper watch) while training; needs esper[ui]"
+    )
     parser.set_defaults(func=handle)
 
 
@@ -124,6 +127,14 @@ def handle(args: argparse.Namespace) -> int:
         err.print(f"[red]esper ppo: --task: unknown task {config.task!r}; "
                   f"available: {', '.join(default_tasks().names())}[/red]", highlight=False)
         return 2
+    if args.watch:
+        from esper.ui.watch import launch
+
+        problem = launch.cannot_start("esper ppo --watch")
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        return launch.run_with_dashboard(args.argv, out, title=f"esper ppo {config.task} → {out}")
     live = sys.stdout.isatty() and not args.no_progress
     progress = Progress(
         TextColumn("[bold]esper ppo[/bold] {task.description}"),

@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no live display and no per-epoch lines (the outcome is still printed)",
     )
+    parser.add_argument(
+        "--watch", action="store_true", help="show the live dashboard (esper watch) while training; needs esper[ui]"
+    )
     parser.set_defaults(func=handle)
 
 
@@ -163,6 +166,15 @@ def _handle(args: argparse.Namespace) -> int:
         )
         return 0
     config = inputs.config
+    if args.watch:
+        from esper.ui.watch import launch
+
+        problem = launch.cannot_start("esper train --watch")
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        title = f"esper train {config.task} · {config.controller} → {inputs.out_dir}"
+        return launch.run_with_dashboard(args.argv, inputs.out_dir, title=title)
     progress = TrainingProgress(
         total_epochs=inputs.total_epochs,
         title=f"esper train {config.task} · {config.controller}",

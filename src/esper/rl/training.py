@@ -43,8 +43,11 @@ from esper.training.config import TrainConfig
 AGENT_NAME = "agent.pt"
 LEARNING_NAME = "learning.png"
 # What the environments' runs write to events.jsonl: each step's reward and every non-WAIT decision
-# (op, slot, blueprint, epoch, env), so when a policy germinates and advances can be read back.
-EVENT_TYPES: frozenset[str] = frozenset({"reward_computed", "governor_action", "controller_decision"})
+# (op, slot, blueprint, epoch, env), so when a policy germinates and advances can be read back, and
+# each env's epoch metrics, so `esper watch` can show every environment's accuracy and seeds.
+EVENT_TYPES: frozenset[str] = frozenset(
+    {"reward_computed", "governor_action", "controller_decision", "epoch_metrics"}
+)
 # Settings that may change on resume without changing what is learned.
 RESUMABLE_CHANGES = frozenset({"rounds", "workers"})
 
