@@ -200,7 +200,7 @@ def test_full_lifecycle_on_one_slot_with_training(which: str) -> None:
     assert model.advance(slot_id).passed and model.slot(slot_id).stage == SeedStage.HOLDING
     _train_steps(model, which, 1, optimizer)
     x, y = _batch(which, 99)
-    counterfactuals = measure(model, torch.utils.data.TensorDataset(x, y), 2, torch.device("cpu"))
+    counterfactuals = measure(model, torch.utils.data.TensorDataset(x, y), 2, torch.device("cpu"), project=False)
     assert set(counterfactuals.contributions) == {slot_id}
     # A random tiny model's measured contribution may be <= 0; G5 (fossilize) needs > 0.
     model.slot(slot_id).record_contribution(1.0)

@@ -139,7 +139,9 @@ class Grower:
         if measure_on is not None:
             if not (isinstance(measure_on, tuple) and len(measure_on) == 2):
                 raise ValueError("end_epoch measure_on: expected a tuple (inputs, labels)")
-            result = measure(self.model, TensorDataset(*measure_on), self.batch_size, self._device())
+            # Only strict G2 reads a projected gain: permissive gates skip its extra fused settings.
+            project = not self.model.gate_config.permissive
+            result = measure(self.model, TensorDataset(*measure_on), self.batch_size, self._device(), project=project)
             for slot_id, gain in result.projected.items():
                 self.model.slot(slot_id).record_projected_contribution(gain)
             for slot_id, contribution in result.contributions.items():
