@@ -12,6 +12,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from esper.checkpoints.atomic import atomic_write
 
@@ -39,6 +40,7 @@ def build_figure(document: dict[str, Any]) -> Figure:
         fmt="o-",
         color="#1f77b4",
         capsize=3,
+        zorder=3,  # over the grown points, which sit on it when nothing grew
         label="static host (frontier)",
     )
     for g in static:
@@ -64,6 +66,8 @@ def build_figure(document: dict[str, Any]) -> Figure:
             color=color,
             capsize=3,
             markerfacecolor="none",
+            markersize=11,  # larger than the static dot, so a grown point on it stays visible
+            markeredgewidth=1.5,
             label=f"grown · {controller} ({grew}/{total} runs germinated a seed)",
         )
         for g in mine:
@@ -75,6 +79,9 @@ def build_figure(document: dict[str, Any]) -> Figure:
                 arrowprops={"arrowstyle": "->", "color": color, "lw": 1.2, "shrinkA": 4, "shrinkB": 4},
             )
     axes.set_xscale("log")
+    # Ticks at the static hosts' sizes: the numbers a reader compares grown models with.
+    axes.set_xticks([g["total_params_mean"] for g in static], [f"{g['total_params_mean']:,.0f}" for g in static])
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("parameters (log scale)")
     axes.set_ylabel(_LABELS[metric])
     axes.grid(True, which="both", alpha=0.3)
