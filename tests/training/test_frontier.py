@@ -88,6 +88,14 @@ def test_mnist1d_frontier_json_png_and_refusal(tmp_path: Path, capsys: pytest.Ca
     assert main(["frontier", "--task", "mnist1d", *TINY, "--out", str(out)]) == 2
     assert "--overwrite" in _one_line_error(capsys)
     assert (out / "frontier.json").read_bytes() == before
+    # --overwrite replaces the frontier and its runs, and leaves the user's other files alone.
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    again = ["--widths", "0.5", "--seeds", "1", "--epochs", "1", "--max-batches-per-epoch", "1", "--workers", "1"]
+    assert main(["frontier", "--task", "mnist1d", *again, "--out", str(out), "--overwrite"]) == 0
+    document = json.loads((out / "frontier.json").read_text())
+    assert document["spec"]["widths"] == [0.5] and [r["epochs"] for r in document["runs"]] == [1, 1]
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert json.loads((out / "runs" / "w0.5-static-s0" / "summary.json").read_text())["epochs"] == 1
 
 
 @pytest.mark.slow
@@ -189,3 +197,42 @@ def test_ctrl_c_stops_the_workers_and_writes_no_frontier(tmp_path: Path) -> None
             break
         assert time.monotonic() < deadline, "worker processes outlived the interrupted frontier"
         time.sleep(0.1)
+
+
+def _group(width: float, controller: str, params: float, accuracy: float, grew: int) -> dict:
+    return {
+        "width": width, "controller": controller, "runs": 2, "metric_mean": accuracy, "metric_std": 0.01,
+        "total_params_mean": params, "total_params_std": 10.0 if controller != "static" else 0.0,
+        "runs_that_grew": grew,
+    }
+
+
+def test_the_plot_draws_static_line_and_arrows_for_grown_points(tmp_path: Path) -> None:
+    from esper.training.frontier_plot import build_figure, render_frontier
+
+    document = {
+        "task": "mnist1d", "metric": "test_accuracy", "epochs": 25, "spec": {"seeds": [0, 1]},
+        "groups": [
+            _group(0.5, "static", 5000, 0.95, 0), _group(0.5, "heuristic", 9000, 0.96, 2),
+            _group(1.0, "static", 19000, 0.97, 0), _group(1.0, "heuristic", 19000, 0.97, 0),
+        ],
+    }
+    figure = build_figure(document)
+    axes = figure.axes[0]
+    arrows = [t for t in axes.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 2  # one per grown group, from its own static host
+    assert arrows[0].xy == (9000, 96.0) and arrows[0].xyann == (5000, 95.0)
+    assert "(2/4 runs germinated a seed)" in axes.get_legend().get_texts()[1].get_text()
+    render_frontier(document, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_groups_need_every_seed(tmp_path: Path) -> None:
+    from esper.training.frontier import FrontierSpec, summarize_groups
+
+    spec = FrontierSpec(task="mnist1d", widths=(1.0,), seeds=(0, 1), controllers=("heuristic",))
+    run = {"width": 1.0, "controller": "static", "total_params": 10, "test_accuracy": 0.5, "training_flops": 1.0,
+           "host_overrides": {}, "host_params": 10, "seeds_germinated": 0, "seeds_fossilized": 0,
+           "wall_seconds": 1.0}
+    with pytest.raises(ValueError, match="width 1 static: expected 2 runs, got 1"):
+        summarize_groups([run], spec)

@@ -203,6 +203,8 @@ def handle(args: argparse.Namespace) -> int:
         load_splits(spec)  # the data every run will load: a missing dataset fails here, before any disk change
     except (ValueError, OSError) as error:
         return fail(str(error))
+    except KeyboardInterrupt:
+        return fail("interrupted before any run started; nothing written", 130)
     jobs = plan(spec, out)
     command = _command(args, widths, controllers, out, workers)
     err.print(f"esper frontier: {len(jobs)} runs in {workers} workers → {out}")
