@@ -27,6 +27,7 @@ GROUP_KEYS = {
     "width", "controller", "host_overrides", "runs", "metric", "metric_mean", "metric_std",
     "test_accuracy_mean", "test_accuracy_std", "host_params", "total_params_mean", "total_params_std",
     "runs_that_grew", "runs_with_fossilized_seeds", "training_flops_mean", "wall_seconds_mean",
+    "metric_minus_own_host", "frontier_metric_at_params", "metric_minus_frontier",
 }
 DOCUMENT_KEYS = {
     "format", "complete", "command", "spec", "task", "metric", "epochs", "base_host", "machine",
@@ -236,3 +237,35 @@ def test_groups_need_every_seed(tmp_path: Path) -> None:
            "wall_seconds": 1.0}
     with pytest.raises(ValueError, match="width 1 static: expected 2 runs, got 1"):
         summarize_groups([run], spec)
+
+
+def test_the_frontier_is_interpolated_in_log_parameters_and_never_extrapolated() -> None:
+    from esper.training.frontier import frontier_value
+
+    static = [{"total_params_mean": 1000.0, "metric_mean": 0.90}, {"total_params_mean": 100000.0, "metric_mean": 0.96}]
+    assert frontier_value(static, 10000.0) == pytest.approx(0.93)  # halfway in log parameters
+    assert frontier_value(static, 1000.0) == pytest.approx(0.90)
+    assert frontier_value(static, 999.0) is None and frontier_value(static, 100001.0) is None
+
+
+def test_groups_compare_grown_runs_with_their_host_and_the_frontier() -> None:
+    from esper.training.frontier import FrontierSpec, summarize_groups
+
+    spec = FrontierSpec(task="mnist1d", widths=(0.5, 1.0), seeds=(0,), controllers=("random",))
+
+    def run(width: float, controller: str, params: int, accuracy: float) -> dict:
+        return {"width": width, "controller": controller, "total_params": params, "test_accuracy": accuracy,
+                "training_flops": None, "host_overrides": {}, "host_params": params, "seeds_germinated": 1,
+                "seeds_fossilized": 0, "wall_seconds": 1.0}
+
+    rows = summarize_groups(
+        [run(0.5, "static", 1000, 0.90), run(0.5, "random", 10000, 0.95),
+         run(1.0, "static", 100000, 0.96), run(1.0, "random", 200000, 0.97)],
+        spec,
+    )
+    grown_narrow, grown_wide = rows[1], rows[3]
+    assert grown_narrow["metric_minus_own_host"] == pytest.approx(0.05)
+    assert grown_narrow["frontier_metric_at_params"] == pytest.approx(0.93)
+    assert grown_narrow["metric_minus_frontier"] == pytest.approx(0.02)  # above the frontier
+    assert grown_wide["metric_minus_frontier"] is None  # beyond the widest static host: not extrapolated
+    assert rows[0]["metric_minus_own_host"] == 0.0 and rows[0]["metric_minus_frontier"] == pytest.approx(0.0)

@@ -142,16 +142,26 @@ def _table(document: dict[str, Any]) -> Table:
     metric = document["metric"]
     table = Table(title=f"esper frontier · {document['task']} · {len(document['spec']['seeds'])} seeds")
     metric_column = "test accuracy %" if metric == "test_accuracy" else "bits per char"
-    for column in ("width", "controller", "params", metric_column, "grew", "wall s"):
+    unit = "points" if metric == "test_accuracy" else "bits"
+    columns = ("width", "controller", "params", metric_column, f"vs own host ({unit})", f"vs frontier ({unit})",
+               "grew", "wall s")
+    for column in columns:
         table.add_column(column, justify="left" if column == "controller" else "right")
+    scale = 100.0 if metric == "test_accuracy" else 1.0
+    digits = 2 if metric == "test_accuracy" else 3
+
+    def difference(value: float | None) -> str:
+        return "—" if value is None else f"{scale * value:+.{digits}f}"
+
     for row in document["groups"]:
-        scale = 100.0 if metric == "test_accuracy" else 1.0
-        digits = 2 if metric == "test_accuracy" else 3
+        static = row["controller"] == "static"
         table.add_row(
             f"×{row['width']:g}",
             row["controller"],
             f"{row['total_params_mean']:,.0f}",
             f"{scale * row['metric_mean']:.{digits}f} ± {scale * row['metric_std']:.{digits}f}",
+            "" if static else difference(row["metric_minus_own_host"]),
+            "" if static else difference(row["metric_minus_frontier"]),
             f"{row['runs_that_grew']}/{row['runs']}",
             f"{row['wall_seconds_mean']:.1f}",
         )

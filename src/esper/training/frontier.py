@@ -19,6 +19,7 @@ kept, and so is `wall_seconds`).
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -333,7 +334,38 @@ def summarize_groups(runs: Sequence[dict[str, Any]], spec: FrontierSpec) -> list
                     "wall_seconds_mean": statistics.fmean(float(r["wall_seconds"]) for r in mine),
                 }
             )
+    _compare_with_static(rows)
     return rows
+
+
+def frontier_value(static: Sequence[dict[str, Any]], params: float) -> float | None:
+    """The static frontier's metric at `params`: linear in log(parameters) between the two static
+    hosts around it; None outside the measured range (no extrapolation)."""
+    points = sorted((g["total_params_mean"], g["metric_mean"]) for g in static)
+    if not points or not points[0][0] <= params <= points[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= params <= x1:
+            if x1 == x0:
+                return float(y0)
+            t = (math.log(params) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return float(y0 + t * (y1 - y0))
+    return float(points[0][1])  # a single static host, exactly at its size
+
+
+def _compare_with_static(rows: list[dict[str, Any]]) -> None:
+    """Add to each row its metric minus its own static host's and minus the frontier's at its size.
+
+    Plain differences of the metric: for accuracy positive is better, for bits per character
+    negative is better.
+    """
+    static = [r for r in rows if r["controller"] == STATIC]
+    own = {r["width"]: r["metric_mean"] for r in static}
+    for row in rows:
+        row["metric_minus_own_host"] = row["metric_mean"] - own[row["width"]]
+        at = frontier_value(static, row["total_params_mean"])
+        row["frontier_metric_at_params"] = at
+        row["metric_minus_frontier"] = None if at is None else row["metric_mean"] - at
 
 
 def cpu_model() -> str:
