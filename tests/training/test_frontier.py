@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.tasks import default_tasks
 from esper.training.frontier import width_overrides
@@ -59,6 +60,8 @@ def _check_runs(document: dict, task: str, metric: str) -> None:
         assert run["task"] == task and run["finish_reason"] == "completed" and run["epochs"] == 2
         assert Path(run["run_dir"]).is_dir()
         assert run["total_params"] == run["host_params"] + run["seed_params"]
+        # The parameters of the model that was tested (the run's final checkpoint).
+        assert run["total_params"] == load_run(Path(run["run_dir"]) / "checkpoint.pt").model.param_counts().total
         assert 0.0 <= run["test_accuracy"] <= 1.0
         assert run["host_training_flops"] == pytest.approx(
             3 * run["forward_flops_per_example_host"] * run["examples_seen"]

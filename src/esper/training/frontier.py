@@ -203,6 +203,7 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
     host_flops = forward_flops(host, batch) / len(batch)
     final_model = load_run(run_dir / CHECKPOINT_NAME).model
     final_flops = forward_flops(final_model, batch) / len(batch)
+    counts = final_model.param_counts()
     examples_per_epoch = len(splits.train) if max_batches is None else min(len(splits.train), max_batches * batch_size)
     examples_seen = examples_per_epoch * int(summary["epochs"])
     host_training_flops = FWD_BWD_FACTOR * host_flops * examples_seen
@@ -217,9 +218,11 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         "run_dir": job.run_dir,
         "epochs": summary["epochs"],
         "finish_reason": summary["finish_reason"],
-        "host_params": summary["host_params"],
-        "seed_params": summary["seed_params"],
-        "total_params": summary["total_params"],
+        # Counted on the model that was tested: the last epoch's metrics are taken before the
+        # controller's final decision, which may still germinate or prune a seed.
+        "host_params": counts.host,
+        "seed_params": counts.seeds,
+        "total_params": counts.total,
         "seeds_germinated": germinated,
         "seeds_fossilized": fossilized,
         "seed_blueprints": [f"{s['slot']}:{s['blueprint']}:{s['outcome']}" for s in summary["seeds"]],
