@@ -244,6 +244,7 @@ def handle(args: argparse.Namespace) -> int:
     # The picture first: frontier.json, written last, marks a finished frontier.
     render_frontier(document, out / PLOT_NAME)
     atomic_write_bytes(out / DOCUMENT_NAME, (json.dumps(document, indent=2) + "\n").encode("utf-8"))
-    Console(soft_wrap=True).print(_table(document))
+    # Piped into a file (how benchmark logs are kept) the table keeps its rows on one line each.
+    Console(width=None if sys.stdout.isatty() else 132).print(_table(document))
     print(f"written {out / DOCUMENT_NAME} and {out / PLOT_NAME}")
     return 0
