@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from esper.cli.main import main
-from esper.training.compare import _param_count, widened_overrides
+from esper.training.widening import param_count, widened_overrides
 
 
 def test_widened_host_matches_the_target_parameter_count() -> None:
     config = {"in_channels": 1, "num_classes": 10, "widths": [32, 64, 64], "spatial_dims": 1}
-    base = _param_count("cnn", config)
+    base = param_count("cnn", config)
     overrides = widened_overrides("cnn", config, 2.0 * base)
-    widened = _param_count("cnn", {**config, **overrides})
+    widened = param_count("cnn", {**config, **overrides})
     assert abs(widened - 2.0 * base) / (2.0 * base) < 0.05
     assert all(w >= b for w, b in zip(overrides["widths"], config["widths"], strict=True))
 

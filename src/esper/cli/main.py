@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "esper.cli.audit_cmd",
     "esper.cli.export_cmd",
     "esper.cli.compare_cmd",
+    "esper.cli.frontier_cmd",
     "esper.cli.bench_cmd",
     "esper.cli.ppo_cmd",
     "esper.cli.evaluate_cmd",

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esper.hosts import build_host
 from esper.tasks import TaskOptions, default_tasks
 from esper.training.config import TrainConfig
 from esper.training.trainer import run_training
+from esper.training.widening import widened_overrides
 
 VARIANTS = ("static", "heuristic", "random", "static-wide")
 
@@ -38,38 +38,6 @@ class VariantResult:
             "wall_seconds_mean": statistics.fmean(r["wall_seconds"] for r in self.runs),
             "per_seed": self.runs,
         }
-
-
-def _param_count(kind: str, config: dict[str, Any]) -> int:
-    host = build_host(kind, config)
-    return sum(p.numel() for p in {id(p): p for p in host.parameters()}.values())
-
-
-def _scaled(config: dict[str, Any], factor: float) -> dict[str, Any]:
-    scaled = dict(config)
-    if "widths" in config:
-        scaled["widths"] = [max(1, round(w * factor)) for w in config["widths"]]
-    elif "d_model" in config:
-        heads = config["n_heads"]
-        scaled["d_model"] = max(heads, round(config["d_model"] * factor / heads) * heads)
-    else:
-        raise ValueError(f"cannot widen a host config without 'widths' or 'd_model': {sorted(config)}")
-    return scaled
-
-
-def widened_overrides(kind: str, config: dict[str, Any], target_params: float) -> dict[str, Any]:
-    """Host overrides whose parameter count is closest to `target_params`."""
-    low, high = 1.0, 1.0
-    while _param_count(kind, _scaled(config, high)) < target_params:
-        high *= 2.0
-    for _ in range(30):
-        middle = (low + high) / 2.0
-        if _param_count(kind, _scaled(config, middle)) < target_params:
-            low = middle
-        else:
-            high = middle
-    best = min((_scaled(config, f) for f in (low, high)), key=lambda c: abs(_param_count(kind, c) - target_params))
-    return {k: v for k, v in best.items() if v != config[k]}
 
 
 def _run(

@@ -1,0 +1,415 @@
+"""`esper frontier`: test metric against parameters, static hosts vs growth from each of them.
+
+For one task, the static host is trained at each width multiplier (every
+width of the host scaled by one factor, as `esper compare` widens), and
+growth is started from each of those hosts with each growth controller, for
+N seeds. Every run is one `run_training` call in its own fresh directory
+OUT/runs/NAME, run in spawned worker processes (one torch thread each).
+
+Training FLOPs are counted, not estimated from parameters: the forward pass
+of the model on one training batch runs under torch's FlopCounterMode (which
+counts matrix multiplications and convolutions), is divided by the batch size
+and multiplied by 3 (forward + backward, the backward pass costing about twice
+the forward) and by the training examples seen (examples per epoch x epochs).
+Validation, counterfactual measurements and optimizer steps are not counted.
+A run in which a seed was germinated changed its cost during training, so its
+`training_flops` is null (its `host_training_flops`, the host's share, is
+kept, and so is `wall_seconds`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from esper.checkpoints.run_io import load_run
+from esper.hosts import build_host
+from esper.model import MorphogeneticModel
+from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
+from esper.training.config import TrainConfig
+from esper.training.trainer import CHECKPOINT_NAME, run_training, versions
+from esper.training.widening import scaled_overrides
+
+FORMAT = "esper-frontier/1"
+STATIC = "static"
+RUNS_DIR = "runs"
+# Forward + backward: the backward pass of a matmul or convolution costs two forward passes.
+FWD_BWD_FACTOR = 3
+FLOPS_NOTE = (
+    "training_flops = 3 x forward FLOPs per example (torch FlopCounterMode on one training batch: "
+    "matmuls and convolutions) x training examples seen; validation, counterfactual measurement and "
+    "optimizer steps not counted; null where a seed was germinated (the cost changed during the run)"
+)
+
+
+class FrontierRunError(RuntimeError):
+    """One run of the frontier failed; the message names it."""
+
+
+@dataclass(frozen=True)
+class FrontierSpec:
+    """What to train: validated by `plan` before anything touches the disk."""
+
+    task: str
+    widths: tuple[float, ...]
+    seeds: tuple[int, ...]
+    controllers: tuple[str, ...]  # growth controllers; the static host always runs
+    epochs: int | None = None
+    max_batches_per_epoch: int | None = None
+    text_file: str | None = None
+    data_dir: str | None = None
+
+    def train_extra(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        for key in ("max_batches_per_epoch", "text_file", "data_dir"):
+            value = getattr(self, key)
+            if value is not None:
+                extra[key] = value
+        return extra
+
+
+@dataclass(frozen=True)
+class FrontierJob:
+    task: str
+    width: float
+    host_overrides: dict[str, Any]
+    controller: str
+    seed: int
+    epochs: int | None
+    run_dir: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"width {self.width:g} · {self.controller} · seed {self.seed}"
+
+
+def run_name(width: float, controller: str, seed: int) -> str:
+    return f"w{width:g}-{controller}-s{seed}"
+
+
+def width_overrides(task: Task, widths: Sequence[float]) -> dict[float, dict[str, Any]]:
+    """Host overrides per width multiplier; two multipliers giving the same host are an error."""
+    result: dict[float, dict[str, Any]] = {}
+    for width in widths:
+        overrides = scaled_overrides(task.host_config, width)
+        for other, seen in result.items():
+            if seen == overrides:
+                raise ValueError(
+                    f"--widths: {other:g} and {width:g} give the same {task.name} host "
+                    f"({overrides or 'the default host'}); use multipliers further apart"
+                )
+        result[width] = overrides
+    return result
+
+
+def load_splits(spec: FrontierSpec) -> DataSplits:
+    """The task's data, as every run will load it (raises ValueError/OSError if it cannot be)."""
+    options = TaskOptions(
+        data_dir=Path(spec.data_dir) if spec.data_dir else None,
+        text_file=Path(spec.text_file) if spec.text_file else None,
+    )
+    return default_tasks().get(spec.task).load_data(options)
+
+
+def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
+    """Every run, widest hosts first (the longest jobs start early, so the workers finish together)."""
+    task = default_tasks().get(spec.task)
+    overrides = width_overrides(task, spec.widths)
+    jobs = []
+    for width in sorted(spec.widths, reverse=True):
+        for controller in (STATIC, *spec.controllers):
+            for seed in spec.seeds:
+                jobs.append(
+                    FrontierJob(
+                        task=spec.task,
+                        width=width,
+                        host_overrides=overrides[width],
+                        controller=controller,
+                        seed=seed,
+                        epochs=spec.epochs,
+                        run_dir=str(out_dir / RUNS_DIR / run_name(width, controller, seed)),
+                        extra=spec.train_extra(),
+                    )
+                )
+    return jobs
+
+
+# ------------------------------------------------------------------ one run (in a worker)
+_SPLITS: dict[tuple[str, str | None, str | None], DataSplits] = {}  # per process: data loaded once
+
+
+def forward_flops(model: torch.nn.Module, batch: torch.Tensor) -> int:
+    """FLOPs of one forward pass of `model` on `batch`, counted by torch's FlopCounterMode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(batch)
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def _worker_splits(job: FrontierJob) -> DataSplits:
+    key = (job.task, job.extra.get("text_file"), job.extra.get("data_dir"))
+    if key not in _SPLITS:
+        text_file, data_dir = key[1], key[2]
+        options = TaskOptions(
+            data_dir=Path(data_dir) if data_dir else None, text_file=Path(text_file) if text_file else None
+        )
+        _SPLITS[key] = default_tasks().get(job.task).load_data(options)
+    return _SPLITS[key]
+
+
+def run_job(job: FrontierJob) -> dict[str, Any]:
+    """Train one run into its own fresh directory; returns its record for frontier.json."""
+    config = TrainConfig.model_validate(
+        {
+            **job.extra,
+            "task": job.task,
+            "controller": job.controller,
+            "seed": job.seed,
+            "epochs": job.epochs,
+            "host_overrides": job.host_overrides,
+        }
+    )
+    run_dir = Path(job.run_dir)
+    if run_dir.exists():
+        # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
+        # each run starts in a fresh directory, never among an older run's files.
+        shutil.rmtree(run_dir)
+    summary = run_training(config, out_dir=run_dir, render=False)
+    task = default_tasks().get(job.task)
+    splits = _worker_splits(job)
+    batch_size = config.batch_size or task.defaults.batch_size
+    max_batches = config.max_batches_per_epoch or task.defaults.max_batches_per_epoch
+    batch = splits.train.tensors[0][:batch_size]
+    host = MorphogeneticModel(build_host(task.host_kind, {**task.host_config_for(splits), **job.host_overrides}))
+    host_flops = forward_flops(host, batch) / len(batch)
+    final_model = load_run(run_dir / CHECKPOINT_NAME).model
+    final_flops = forward_flops(final_model, batch) / len(batch)
+    counts = final_model.param_counts()
+    examples_per_epoch = len(splits.train) if max_batches is None else min(len(splits.train), max_batches * batch_size)
+    examples_seen = examples_per_epoch * int(summary["epochs"])
+    host_training_flops = FWD_BWD_FACTOR * host_flops * examples_seen
+    germinated = len(summary["seeds"])
+    fossilized = sum(1 for s in summary["seeds"] if s["outcome"] == "fossilized")
+    record: dict[str, Any] = {
+        "task": job.task,
+        "width": job.width,
+        "host_overrides": job.host_overrides,
+        "controller": job.controller,
+        "seed": job.seed,
+        "run_dir": job.run_dir,
+        "epochs": summary["epochs"],
+        "finish_reason": summary["finish_reason"],
+        # Counted on the model that was tested: the last epoch's metrics are taken before the
+        # controller's final decision, which may still germinate or prune a seed.
+        "host_params": counts.host,
+        "seed_params": counts.seeds,
+        "total_params": counts.total,
+        "seeds_germinated": germinated,
+        "seeds_fossilized": fossilized,
+        "seed_blueprints": [f"{s['slot']}:{s['blueprint']}:{s['outcome']}" for s in summary["seeds"]],
+        "test_accuracy": summary["test_accuracy"],
+        "test_loss": summary["test_loss"],
+        "wall_seconds": summary["wall_seconds"],
+        "examples_seen": examples_seen,
+        "forward_flops_per_example_host": host_flops,
+        "forward_flops_per_example_final": final_flops,
+        "host_training_flops": host_training_flops,
+        "training_flops": host_training_flops if germinated == 0 else None,
+    }
+    if splits.kind == "language_model":
+        record["bits_per_char"] = summary["test_loss"] / math.log(2)
+    return record
+
+
+def _init_worker() -> None:
+    # The parent stops the workers on Ctrl-C; a worker ignoring SIGINT never prints a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+# ------------------------------------------------------------------ the pool
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel queued runs and end the running ones now (their directories stay, unfinished)."""
+    processes = list((pool._processes or {}).values())  # no public API ends running jobs
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
+def run_jobs(
+    jobs: Sequence[FrontierJob],
+    workers: int,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every job in `workers` spawned processes; records in job order.
+
+    On any failure or KeyboardInterrupt the pool is stopped (queued runs
+    cancelled, running ones terminated) and the exception propagates, so no
+    caller ever sees a partial list as if it were complete.
+    """
+    if workers < 1:
+        raise ValueError(f"workers: expected an int >= 1, got {workers}")
+    results: dict[int, dict[str, Any]] = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    try:
+        pending: dict[Future[dict[str, Any]], int] = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                index = pending.pop(future)
+                try:
+                    results[index] = future.result()
+                except Exception as error:
+                    raise FrontierRunError(f"run {jobs[index].label} failed: {error}") from error
+                if progress is not None:
+                    progress(len(results), len(jobs), results[index])
+    except BaseException:
+        _stop(pool)
+        raise
+    pool.shutdown(wait=True)
+    return [results[i] for i in range(len(jobs))]
+
+
+# ------------------------------------------------------------------ the document
+def _std(values: Sequence[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def metric_name(runs: Sequence[dict[str, Any]]) -> str:
+    """The plotted metric: bits per character for a language model, else test accuracy."""
+    return "bits_per_char" if runs and "bits_per_char" in runs[0] else "test_accuracy"
+
+
+def summarize_groups(runs: Sequence[dict[str, Any]], spec: FrontierSpec) -> list[dict[str, Any]]:
+    """One row per (width, controller): mean and sample std over seeds."""
+    metric = metric_name(runs)
+    rows = []
+    for width in sorted(spec.widths):
+        for controller in (STATIC, *spec.controllers):
+            mine = [r for r in runs if r["width"] == width and r["controller"] == controller]
+            if len(mine) != len(spec.seeds):
+                raise ValueError(
+                    f"frontier: width {width:g} {controller}: expected {len(spec.seeds)} runs, got {len(mine)}"
+                )
+            values = [float(r[metric]) for r in mine]
+            params = [float(r["total_params"]) for r in mine]
+            accuracies = [float(r["test_accuracy"]) for r in mine]
+            flops = [r["training_flops"] for r in mine]
+            rows.append(
+                {
+                    "width": width,
+                    "controller": controller,
+                    "host_overrides": mine[0]["host_overrides"],
+                    "runs": len(mine),
+                    "metric": metric,
+                    "metric_mean": statistics.fmean(values),
+                    "metric_std": _std(values),
+                    "test_accuracy_mean": statistics.fmean(accuracies),
+                    "test_accuracy_std": _std(accuracies),
+                    "host_params": mine[0]["host_params"],
+                    "total_params_mean": statistics.fmean(params),
+                    "total_params_std": _std(params),
+                    "runs_that_grew": sum(1 for r in mine if r["seeds_germinated"] > 0),
+                    "runs_with_fossilized_seeds": sum(1 for r in mine if r["seeds_fossilized"] > 0),
+                    "training_flops_mean": None if None in flops else statistics.fmean(flops),
+                    "wall_seconds_mean": statistics.fmean(float(r["wall_seconds"]) for r in mine),
+                }
+            )
+    _compare_with_static(rows)
+    return rows
+
+
+def frontier_value(static: Sequence[dict[str, Any]], params: float) -> float | None:
+    """The static frontier's metric at `params`: linear in log(parameters) between the two static
+    hosts around it; None outside the measured range (no extrapolation)."""
+    points = sorted((g["total_params_mean"], g["metric_mean"]) for g in static)
+    if not points or not points[0][0] <= params <= points[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
+        if x0 <= params <= x1:
+            if x1 == x0:
+                return float(y0)
+            t = (math.log(params) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return float(y0 + t * (y1 - y0))
+    return float(points[0][1])  # a single static host, exactly at its size
+
+
+def _compare_with_static(rows: list[dict[str, Any]]) -> None:
+    """Add to each row its metric minus its own static host's and minus the frontier's at its size.
+
+    Plain differences of the metric: for accuracy positive is better, for bits per character
+    negative is better.
+    """
+    static = [r for r in rows if r["controller"] == STATIC]
+    own = {r["width"]: r["metric_mean"] for r in static}
+    for row in rows:
+        row["metric_minus_own_host"] = row["metric_mean"] - own[row["width"]]
+        at = frontier_value(static, row["total_params_mean"])
+        row["frontier_metric_at_params"] = at
+        row["metric_minus_frontier"] = None if at is None else row["metric_mean"] - at
+
+
+def cpu_model() -> str:
+    """The CPU's model name as lscpu shows it (from /proc/cpuinfo), else what platform reports."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name") and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(workers: int) -> dict[str, Any]:
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "workers": workers,
+        "torch_threads_per_worker": 1,
+        **versions(),
+    }
+
+
+def build_document(
+    spec: FrontierSpec, runs: list[dict[str, Any]], *, command: str, workers: int, wall_seconds: float
+) -> dict[str, Any]:
+    task = default_tasks().get(spec.task)
+    order = {name: i for i, name in enumerate((STATIC, *spec.controllers))}
+    ordered = sorted(runs, key=lambda r: (r["width"], order[r["controller"]], r["seed"]))
+    return {
+        "format": FORMAT,
+        "complete": True,
+        "command": command,
+        "spec": asdict(spec),
+        "task": spec.task,
+        "metric": metric_name(runs),
+        "epochs": spec.epochs or task.defaults.epochs,
+        "base_host": {"kind": task.host_kind, "config": task.host_config},
+        "machine": machine_info(workers),
+        "wall_seconds": wall_seconds,
+        "flops_note": FLOPS_NOTE,
+        "groups": summarize_groups(ordered, spec),
+        "runs": ordered,
+    }

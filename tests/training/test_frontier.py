@@ -1,0 +1,274 @@
+"""`esper frontier` end to end on tiny budgets, its argument checks, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from esper.checkpoints.run_io import load_run
+from esper.cli.main import main
+from esper.tasks import default_tasks
+from esper.training.frontier import width_overrides
+
+RUN_KEYS = {
+    "task", "width", "host_overrides", "controller", "seed", "run_dir", "epochs", "finish_reason",
+    "host_params", "seed_params", "total_params", "seeds_germinated", "seeds_fossilized", "seed_blueprints",
+    "test_accuracy", "test_loss", "wall_seconds", "examples_seen", "forward_flops_per_example_host",
+    "forward_flops_per_example_final", "host_training_flops", "training_flops",
+}
+GROUP_KEYS = {
+    "width", "controller", "host_overrides", "runs", "metric", "metric_mean", "metric_std",
+    "test_accuracy_mean", "test_accuracy_std", "host_params", "total_params_mean", "total_params_std",
+    "runs_that_grew", "runs_with_fossilized_seeds", "training_flops_mean", "wall_seconds_mean",
+    "metric_minus_own_host", "frontier_metric_at_params", "metric_minus_frontier",
+}
+DOCUMENT_KEYS = {
+    "format", "complete", "command", "spec", "task", "metric", "epochs", "base_host", "machine",
+    "wall_seconds", "flops_note", "groups", "runs",
+}
+TINY = ["--widths", "0.5,1", "--seeds", "1", "--epochs", "2", "--max-batches-per-epoch", "2", "--workers", "2"]
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("esper frontier: ")
+    return lines[0]
+
+
+def _check_runs(document: dict, task: str, metric: str) -> None:
+    assert set(document) == DOCUMENT_KEYS
+    assert document["format"] == "esper-frontier/1" and document["complete"] is True
+    assert document["task"] == task and document["metric"] == metric
+    assert document["machine"]["cpu_model"] and document["machine"]["torch"]
+    runs = document["runs"]
+    assert [(r["width"], r["controller"]) for r in runs] == [
+        (0.5, "static"), (0.5, "heuristic"), (1.0, "static"), (1.0, "heuristic")
+    ]
+    for run in runs:
+        expected = RUN_KEYS | ({"bits_per_char"} if metric == "bits_per_char" else set())
+        assert set(run) == expected
+        assert run["task"] == task and run["finish_reason"] == "completed" and run["epochs"] == 2
+        assert Path(run["run_dir"]).is_dir()
+        assert run["total_params"] == run["host_params"] + run["seed_params"]
+        # The parameters of the model that was tested (the run's final checkpoint).
+        assert run["total_params"] == load_run(Path(run["run_dir"]) / "checkpoint.pt").model.param_counts().total
+        assert 0.0 <= run["test_accuracy"] <= 1.0
+        assert run["host_training_flops"] == pytest.approx(
+            3 * run["forward_flops_per_example_host"] * run["examples_seen"]
+        )
+        if run["seeds_germinated"] == 0:
+            assert run["training_flops"] == run["host_training_flops"]
+        else:
+            assert run["training_flops"] is None
+    assert runs[0]["host_params"] < runs[2]["host_params"]  # the half-width host is smaller
+    assert runs[2]["host_overrides"] == {}
+    assert len({r["run_dir"] for r in runs}) == len(runs)
+    assert [set(g) for g in document["groups"]] == [GROUP_KEYS] * 4
+    for group, run in zip(document["groups"], runs, strict=True):
+        assert group["metric_mean"] == run[metric] and group["metric_std"] == 0.0
+
+
+@pytest.mark.slow
+def test_mnist1d_frontier_json_png_and_refusal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "frontier"
+    assert main(["frontier", "--task", "mnist1d", *TINY, "--out", str(out)]) == 0
+    document = json.loads((out / "frontier.json").read_text())
+    _check_runs(document, "mnist1d", "test_accuracy")
+    assert document["runs"][0]["host_overrides"] == {"widths": [16, 32, 32]}
+    assert document["command"].startswith("esper frontier --task mnist1d --widths 0.5,1 --seeds 1")
+    assert (out / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "written" in capsys.readouterr().out
+    before = (out / "frontier.json").read_bytes()
+    assert main(["frontier", "--task", "mnist1d", *TINY, "--out", str(out)]) == 2
+    assert "--overwrite" in _one_line_error(capsys)
+    assert (out / "frontier.json").read_bytes() == before
+    # --overwrite replaces the frontier and its runs, and leaves the user's other files alone.
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    again = ["--widths", "0.5", "--seeds", "1", "--epochs", "1", "--max-batches-per-epoch", "1", "--workers", "1"]
+    assert main(["frontier", "--task", "mnist1d", *again, "--out", str(out), "--overwrite"]) == 0
+    document = json.loads((out / "frontier.json").read_text())
+    assert document["spec"]["widths"] == [0.5] and [r["epochs"] for r in document["runs"]] == [1, 1]
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert json.loads((out / "runs" / "w0.5-static-s0" / "summary.json").read_text())["epochs"] == 1
+
+
+@pytest.mark.slow
+def test_text_frontier_reports_bits_per_character(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog; " * 600, encoding="utf-8")
+    out = tmp_path / "text"
+    args = ["frontier", "--task", "text", *TINY, "--text-file", str(corpus), "--out", str(out)]
+    assert main(args) == 0
+    document = json.loads((out / "frontier.json").read_text())
+    _check_runs(document, "text", "bits_per_char")
+    assert document["runs"][0]["host_overrides"] == {"d_model": 32}
+    for run in document["runs"]:
+        assert run["bits_per_char"] == pytest.approx(run["test_loss"] / math.log(2))
+    assert "--text-file" in document["command"]
+    assert (out / "frontier.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--widths", "0,1"], "--widths: expected numbers > 0"),
+        (["--widths=-0.5,1"], "--widths: expected numbers > 0, got '-0.5'"),
+        (["--widths", "1,-2"], "--widths: expected numbers > 0, got '-2'"),
+        (["--widths", "half,1"], "--widths: expected comma-separated numbers > 0, got 'half'"),
+        (["--widths", "1,1"], "--widths: multipliers must be unique"),
+        (["--task", "nope"], "--task: unknown task 'nope'"),
+        (["--controllers", "heuristic,oracle"], "--controllers: unknown controller 'oracle'"),
+        (["--controllers", "static"], "--controllers: the static host always runs"),
+        (["--seeds", "0"], "--seeds: expected an int >= 1, got 0"),
+        (["--workers", "0"], "--workers: expected an int >= 1, got 0"),
+        (["--task", "text", "--widths", "0.25,0.26"], "--widths: 0.25 and 0.26 give the same text host"),
+        (["--text-file", "missing.txt"], "--text-file: no such file"),
+    ],
+)
+def test_bad_arguments_fail_in_one_line_before_touching_disk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], expected: str
+) -> None:
+    out = tmp_path / "out"
+    assert main(["frontier", "--out", str(out), *extra]) == 2
+    assert expected in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_argparse_errors_are_one_line_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frontier", "--seeds", "three", "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert "--seeds" in _one_line_error(capsys)
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "file"
+    target.write_text("keep me", encoding="utf-8")
+    for extra in ([], ["--overwrite"]):
+        assert main(["frontier", "--out", str(target), *extra]) == 2
+        assert "is not a directory" in _one_line_error(capsys)
+    assert target.read_text(encoding="utf-8") == "keep me"
+
+
+def test_width_multipliers_scale_every_width() -> None:
+    tasks = default_tasks()
+    assert width_overrides(tasks.get("mnist1d"), [0.25, 1, 2]) == {
+        0.25: {"widths": [8, 16, 16]}, 1: {}, 2: {"widths": [64, 128, 128]}
+    }
+    assert width_overrides(tasks.get("text"), [0.5, 1.5]) == {0.5: {"d_model": 32}, 1.5: {"d_model": 96}}
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_workers_and_writes_no_frontier(tmp_path: Path) -> None:
+    out = tmp_path / "frontier"
+    command = [
+        sys.executable, "-m", "esper", "frontier", "--task", "mnist1d", "--widths", "0.5,1", "--seeds", "2",
+        "--epochs", "200", "--workers", "2", "--out", str(out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        # Wait until the workers are training (a run has written its first epoch's checkpoint).
+        while not list(out.glob("runs/*/checkpoint.pt")):
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    assert process.returncode == 130
+    lines = err.decode().strip().splitlines()
+    assert "interrupted" in lines[-1] and "frontier.json not written" in lines[-1]
+    assert "Traceback" not in err.decode()
+    assert not (out / "frontier.json").exists()
+    deadline = time.monotonic() + 10
+    while True:  # the workers are gone with the parent: the process group is empty
+        try:
+            os.killpg(process.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "worker processes outlived the interrupted frontier"
+        time.sleep(0.1)
+
+
+def _group(width: float, controller: str, params: float, accuracy: float, grew: int) -> dict:
+    return {
+        "width": width, "controller": controller, "runs": 2, "metric_mean": accuracy, "metric_std": 0.01,
+        "total_params_mean": params, "total_params_std": 10.0 if controller != "static" else 0.0,
+        "runs_that_grew": grew,
+    }
+
+
+def test_the_plot_draws_static_line_and_arrows_for_grown_points(tmp_path: Path) -> None:
+    from esper.training.frontier_plot import build_figure, render_frontier
+
+    document = {
+        "task": "mnist1d", "metric": "test_accuracy", "epochs": 25, "spec": {"seeds": [0, 1]},
+        "groups": [
+            _group(0.5, "static", 5000, 0.95, 0), _group(0.5, "heuristic", 9000, 0.96, 2),
+            _group(1.0, "static", 19000, 0.97, 0), _group(1.0, "heuristic", 19000, 0.97, 0),
+        ],
+    }
+    figure = build_figure(document)
+    axes = figure.axes[0]
+    arrows = [t for t in axes.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 2  # one per grown group, from its own static host
+    assert arrows[0].xy == (9000, 96.0) and arrows[0].xyann == (5000, 95.0)
+    assert "(2/4 runs germinated a seed)" in axes.get_legend().get_texts()[1].get_text()
+    render_frontier(document, tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_groups_need_every_seed(tmp_path: Path) -> None:
+    from esper.training.frontier import FrontierSpec, summarize_groups
+
+    spec = FrontierSpec(task="mnist1d", widths=(1.0,), seeds=(0, 1), controllers=("heuristic",))
+    run = {"width": 1.0, "controller": "static", "total_params": 10, "test_accuracy": 0.5, "training_flops": 1.0,
+           "host_overrides": {}, "host_params": 10, "seeds_germinated": 0, "seeds_fossilized": 0,
+           "wall_seconds": 1.0}
+    with pytest.raises(ValueError, match="width 1 static: expected 2 runs, got 1"):
+        summarize_groups([run], spec)
+
+
+def test_the_frontier_is_interpolated_in_log_parameters_and_never_extrapolated() -> None:
+    from esper.training.frontier import frontier_value
+
+    static = [{"total_params_mean": 1000.0, "metric_mean": 0.90}, {"total_params_mean": 100000.0, "metric_mean": 0.96}]
+    assert frontier_value(static, 10000.0) == pytest.approx(0.93)  # halfway in log parameters
+    assert frontier_value(static, 1000.0) == pytest.approx(0.90)
+    assert frontier_value(static, 999.0) is None and frontier_value(static, 100001.0) is None
+
+
+def test_groups_compare_grown_runs_with_their_host_and_the_frontier() -> None:
+    from esper.training.frontier import FrontierSpec, summarize_groups
+
+    spec = FrontierSpec(task="mnist1d", widths=(0.5, 1.0), seeds=(0,), controllers=("random",))
+
+    def run(width: float, controller: str, params: int, accuracy: float) -> dict:
+        return {"width": width, "controller": controller, "total_params": params, "test_accuracy": accuracy,
+                "training_flops": None, "host_overrides": {}, "host_params": params, "seeds_germinated": 1,
+                "seeds_fossilized": 0, "wall_seconds": 1.0}
+
+    rows = summarize_groups(
+        [run(0.5, "static", 1000, 0.90), run(0.5, "random", 10000, 0.95),
+         run(1.0, "static", 100000, 0.96), run(1.0, "random", 200000, 0.97)],
+        spec,
+    )
+    grown_narrow, grown_wide = rows[1], rows[3]
+    assert grown_narrow["metric_minus_own_host"] == pytest.approx(0.05)
+    assert grown_narrow["frontier_metric_at_params"] == pytest.approx(0.93)
+    assert grown_narrow["metric_minus_frontier"] == pytest.approx(0.02)  # above the frontier
+    assert grown_wide["metric_minus_frontier"] is None  # beyond the widest static host: not extrapolated
+    assert rows[0]["metric_minus_own_host"] == 0.0 and rows[0]["metric_minus_frontier"] == pytest.approx(0.0)
