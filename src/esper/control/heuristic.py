@@ -278,8 +278,9 @@ class HeuristicController:
         plateau = plateau_length(signals.val_accuracy_history, cfg)
         if plateau < cfg.plateau_epochs:
             return _wait(f"no plateau ({plateau}/{cfg.plateau_epochs} epochs)")
-        for sid in legal_slots(model, Op.GERMINATE, self.blueprints, self.limits):
-            allowed = set(legal_blueprints(model, sid, self.blueprints, self.limits))
+        algorithm = cfg.alpha_algorithm
+        for sid in legal_slots(model, Op.GERMINATE, self.blueprints, self.limits, algorithm):
+            allowed = set(legal_blueprints(model, sid, self.blueprints, self.limits, algorithm))
             for offset in range(len(self.blueprints)):
                 position = (self.rotation_index + offset) % len(self.blueprints)
                 blueprint = self.blueprints[position]
