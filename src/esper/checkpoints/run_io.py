@@ -6,15 +6,23 @@ GrowthRun so training resumes bit-for-bit on CPU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from esper.checkpoints.controller_state import check_controller_state
 from esper.checkpoints.errors import CheckpointError
-from esper.checkpoints.io import load_checkpoint, save_checkpoint
+from esper.checkpoints.io import load_checkpoint, save_checkpoint, split_header
 from esper.checkpoints.model_io import model_from_payload, model_payload
+from esper.checkpoints.run_state import check_run_state
+from esper.checkpoints.strict import require_keys, validate
 from esper.contracts.schema import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_VERSION
+from esper.contracts.validation import type_name
+from esper.control.registry import CONTROLLER_NAMES, POLICY_PREFIX
 from esper.model import MorphogeneticModel
+from esper.tasks import default_tasks
+from esper.training.config import TrainConfig
 
 RUN_KEYS = frozenset({"config", "model", "run", "controller", "wall_seconds"})
 
@@ -48,19 +56,34 @@ def save_run(
 
 
 def load_run(path: Path) -> RunCheckpoint:
+    """Read a run checkpoint and validate all of it; any problem raises one CheckpointError naming its path.
+
+    The config is checked as a TrainConfig (plus a known task and
+    controller), the run state against its schema and the config, the
+    controller state against its kind's schema, and the model as
+    `load_model` does. What needs the built run (the optimizers the state
+    loads into) is checked again by `GrowthRun.load_state_dict`, also before
+    anything changes.
+    """
     payload = load_checkpoint(path, format=RUN_CHECKPOINT_FORMAT)
-    body = {k: v for k, v in payload.items() if k in RUN_KEYS}
-    missing = RUN_KEYS - set(body)
-    if missing:
-        raise CheckpointError.many([(key, "missing required key") for key in sorted(missing)], file=path)
-    for key in ("config", "run", "controller"):
-        if not isinstance(body[key], dict):
-            raise CheckpointError.at(key, f"expected dict, got {type(body[key]).__name__}", file=path)
-    if not isinstance(body["wall_seconds"], float):
-        raise CheckpointError(
-            f"{path}: wall_seconds: expected float, got {type(body['wall_seconds']).__name__}"
-        )
     try:
+        body = require_keys(split_header(payload)[1], set(RUN_KEYS), "")
+        config = _config(body["config"])
+        wall_seconds = body["wall_seconds"]
+        if type(wall_seconds) is not float or not (math.isfinite(wall_seconds) and wall_seconds >= 0.0):
+            raise CheckpointError.at(
+                "wall_seconds", f"expected a finite float >= 0, got {type_name(wall_seconds)} {wall_seconds!r:.40}"
+            )
+        task = default_tasks().get(config.task)
+        governor = config.governor
+        run_state = check_run_state(
+            body["run"],
+            epochs=config.epochs or task.defaults.epochs,
+            max_rollbacks=governor.max_rollbacks,
+            divergence_consecutive=governor.divergence_consecutive,
+        )
+        # Types, ranges and epochs here; the controller checks what needs it (its blueprints) on load.
+        check_controller_state(config.controller, body["controller"], epoch=run_state.epoch)
         # Just read from the file and ours alone: the model may keep the tensors without copying.
         model = model_from_payload(body["model"], where="model", share_tensors=True)
     except CheckpointError as error:
@@ -70,5 +93,18 @@ def load_run(path: Path) -> RunCheckpoint:
         model=model,
         run_state=body["run"],
         controller=body["controller"],
-        wall_seconds=body["wall_seconds"],
+        wall_seconds=wall_seconds,
     )
+
+
+def _config(data: object) -> TrainConfig:
+    """The run's config as a TrainConfig; a bad one is a CheckpointError at `config > field`."""
+    config = validate(TrainConfig, data, "config")
+    tasks = default_tasks()
+    if config.task not in tasks.names():
+        raise CheckpointError.at("config > task", f"unknown task {config.task!r}; known: {', '.join(tasks.names())}")
+    spec = config.controller
+    if spec not in CONTROLLER_NAMES and not (spec.startswith(POLICY_PREFIX) and len(spec) > len(POLICY_PREFIX)):
+        valid = ", ".join([*CONTROLLER_NAMES, f"{POLICY_PREFIX}PATH"])
+        raise CheckpointError.at("config > controller", f"unknown controller {spec!r}; valid: {valid}")
+    return config
