@@ -11,14 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from esper.blueprints import default_registry
 from esper.checkpoints.controller_state import check_controller_state
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.io import load_checkpoint, save_checkpoint, split_header
 from esper.checkpoints.model_io import model_from_payload, model_payload
 from esper.checkpoints.run_state import check_run_state
+from esper.checkpoints.slot_state import all_required
 from esper.checkpoints.strict import require_keys, validate
 from esper.contracts.schema import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_VERSION
-from esper.contracts.validation import type_name
+from esper.contracts.validation import type_name, validation_problems
+from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import CONTROLLER_NAMES, POLICY_PREFIX
 from esper.model import MorphogeneticModel
 from esper.tasks import default_tasks
@@ -97,14 +102,43 @@ def load_run(path: Path) -> RunCheckpoint:
     )
 
 
+# torch.manual_seed takes a seed below 2**64; set_num_threads allocates per thread (OpenMP aborts
+# the process past a few million), and no machine this runs on has more than this many cores.
+_MAX_SEED = 2**64 - 1
+_MAX_THREADS = 1024
+
+
 def _config(data: object) -> TrainConfig:
-    """The run's config as a TrainConfig; a bad one is a CheckpointError at `config > field`."""
-    config = validate(TrainConfig, data, "config")
+    """The run's config as a TrainConfig that can rebuild the run; else a CheckpointError at `config > field`."""
+    # Every key is stored (model_dump): a missing one is damage, never its default.
+    config = validate(all_required(TrainConfig), data, "config")
     tasks = default_tasks()
     if config.task not in tasks.names():
         raise CheckpointError.at("config > task", f"unknown task {config.task!r}; known: {', '.join(tasks.names())}")
+    problems = []
     spec = config.controller
     if spec not in CONTROLLER_NAMES and not (spec.startswith(POLICY_PREFIX) and len(spec) > len(POLICY_PREFIX)):
         valid = ", ".join([*CONTROLLER_NAMES, f"{POLICY_PREFIX}PATH"])
-        raise CheckpointError.at("config > controller", f"unknown controller {spec!r}; valid: {valid}")
+        problems.append(("config > controller", f"unknown controller {spec!r}; valid: {valid}"))
+    if not 0 <= config.seed <= _MAX_SEED:
+        problems.append(("config > seed", f"expected an int in [0, 2**64), got {config.seed}"))
+    if config.threads > _MAX_THREADS:
+        problems.append(("config > threads", f"expected an int <= {_MAX_THREADS}, got {config.threads}"))
+    if config.blueprints is not None:
+        known = default_registry().names(tasks.get(config.task).topology)
+        if not config.blueprints or len(set(config.blueprints)) != len(config.blueprints):
+            problems.append(
+                ("config > blueprints", f"expected a non-empty list of unique names, got {config.blueprints}")
+            )
+        problems += [
+            (f"config > blueprints > [{index}]", f"unknown blueprint {name!r}; known: {', '.join(known)}")
+            for index, name in enumerate(config.blueprints)
+            if name not in known
+        ]
+    try:
+        HeuristicConfig.model_validate(config.heuristic)
+    except ValidationError as error:
+        problems += validation_problems(HeuristicConfig, error, "config > heuristic")
+    if problems:
+        raise CheckpointError.many(problems)
     return config
