@@ -24,15 +24,20 @@ from tests.checkpoints.mutation import Path as NodePath
 from tests.checkpoints.mutation import mutate, nodes, render, same
 
 from esper.checkpoints import CheckpointError, load_model, save_model
+from esper.checkpoints.agent_io import AgentMeta, load_agent, optimizer_to_primitives, save_agent
 from esper.checkpoints.model_io import model_payload
 from esper.checkpoints.run_io import load_run, save_run
-from esper.contracts.actions import Op
+from esper.contracts.actions import ActionSpace, Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.control.decision import Decision
 from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
+from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
+from esper.rl.observations import ObservationLayout
+from esper.rl.policy import RecurrentActorCritic
+from esper.rl.ppo import PPOConfig, PPOTrainer
 from esper.seeds import GateConfig
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
@@ -75,9 +80,12 @@ def write(payload: dict[str, Any], path: Path) -> None:
 
 
 def check_refusal(error: CheckpointError, path: NodePath, what: str, related: tuple[str, ...] = ()) -> None:
+    """The error names the mutated path, the list holding it (a list is checked as a whole), or a related field."""
     text = str(error)
     named = render(path)
-    assert named in text or any(part in text for part in related), (
+    while path and isinstance(path[-1], int):
+        path = path[:-1]
+    assert named in text or render(path) in text or any(part in text for part in related), (
         f"{what} at {named}: the error names neither it nor {related}:\n{text}"
     )
 
@@ -230,6 +238,89 @@ def test_a_mutated_run_checkpoint_resumes_exactly_or_names_the_field(run_file: A
         state = resume(file, splits)
     except CheckpointError as error:
         check_refusal(error, path, what, run_related(path))
+        return
+    stored = {k: v for k, v in tree.items() if k not in HEADER}
+    differs = same(stored, state)
+    assert differs is None, f"{what} at {render(path)} loaded, but {differs} is not what was stored"
+
+
+# --------------------------------------------------------------------------- agent
+AGENT_SLOTS = ["r0c0", "r0c1"]
+AGENT_BLUEPRINTS = ["norm", "conv_light", "attention"]
+
+
+def trained_agent(path: Path) -> None:
+    """A PPO agent whose optimizer and normalisers hold real state."""
+    layout = ObservationLayout(tuple(AGENT_SLOTS), tuple(AGENT_BLUEPRINTS))
+    torch.manual_seed(0)
+    policy = RecurrentActorCritic(layout.dim, ActionSpace(2, 3), hidden=8, lstm_hidden=8, head_hidden=8)
+    trainer = PPOTrainer(policy, PPOConfig(lr=1e-3), RunningMeanStd(layout.dim), RewardNormalizer(2, 0.995))
+    trainer.obs_normalizer.update(torch.randn(4, layout.dim))  # type: ignore[union-attr]
+    trainer.reward_normalizer.update(torch.tensor([1.0, -2.0]), torch.tensor([False, True]))  # type: ignore[union-attr]
+    sum(p.pow(2).sum() for p in policy.parameters()).backward()  # type: ignore[union-attr]
+    trainer.optimizer.step()
+    trainer.updates = 3
+    meta = AgentMeta(
+        task="mnist1d-blind",
+        blueprints=list(AGENT_BLUEPRINTS),
+        slot_ids=list(AGENT_SLOTS),
+        observation=layout.describe(),
+        round=3,
+        rng={"sampler": torch.Generator().manual_seed(5).get_state()},
+        hyperparameters={"seed": 0, "envs": 2},
+        history=[{"round": 0, "mean_return": 1.5}],
+    )
+    save_agent(path, trainer, meta)
+
+
+def agent_state(file: Path) -> dict[str, Any]:
+    """Load the agent and rebuild its trainer, returning what it would save."""
+    loaded = load_agent(file)
+    trainer = loaded.build_trainer()
+    loaded.build_policy()
+    loaded.build_obs_normalizer()
+    state = trainer.state_dict()
+    state["policy"] = dict(state["policy"])  # type: ignore[call-overload]
+    state["optimizer"] = optimizer_to_primitives(state["optimizer"])  # type: ignore[arg-type]
+    return {"trainer": state, "meta": loaded.meta.to_dict()}
+
+
+def agent_related(path: NodePath) -> tuple[str, ...]:
+    # The architecture, meta sizes, weights and optimizer are checked against each other.
+    if path[0] == "meta" and len(path) > 1 and path[1] in ("blueprints", "slot_ids", "observation", "action_space"):
+        return ("meta > action_space", "trainer > architecture")
+    if path[:2] in (("trainer", "architecture"), ("trainer", "config")):
+        return ("trainer > architecture", "meta > ", "trainer > policy", "trainer > optimizer")
+    if path[:2] == ("trainer", "reward_normalizer"):
+        return ("trainer > reward_normalizer",)
+    return ()
+
+
+@pytest.fixture(scope="module")
+def agent_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    directory = tmp_path_factory.mktemp("agent")
+    trained_agent(directory / "agent.pt")
+    return torch.load(directory / "agent.pt", weights_only=True), directory
+
+
+def test_the_unmutated_agent_checkpoint_loads_identically(agent_file: Any) -> None:
+    payload, directory = agent_file
+    write(payload, directory / "same.pt")
+    assert same({k: v for k, v in payload.items() if k not in HEADER}, agent_state(directory / "same.pt")) is None
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mutated_agent_checkpoint_loads_exactly_or_names_the_field(agent_file: Any, data: st.DataObject) -> None:
+    payload, directory = agent_file
+    path = data.draw(st.sampled_from(payload_paths(payload)), label="path")
+    tree, path, what = mutate(payload, path, data.draw(st.integers(0, 63), label="mutation"))
+    file = directory / "mutated.pt"
+    write(tree, file)
+    try:
+        state = agent_state(file)
+    except CheckpointError as error:
+        check_refusal(error, path, what, agent_related(path))
         return
     stored = {k: v for k, v in tree.items() if k not in HEADER}
     differs = same(stored, state)

@@ -29,6 +29,8 @@ from esper.rl.ppo import PPOConfig
 __all__ = ["AgentPayload", "check_agent_payload"]
 
 Problems = list[tuple[str, str]]
+# torch.Generator.manual_seed takes a seed below 2**64.
+_MAX_SEED = 2**64 - 1
 Count = Annotated[int, Field(ge=0)]
 Size = Annotated[int, Field(ge=1, le=MAX_DIM)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -120,7 +122,11 @@ def check_agent_payload(payload: object) -> AgentPayload:
     agent = validate(AgentPayload, payload, "")
     problems = _meta_problems(agent.meta)
     problems += _architecture_problems(agent.trainer.architecture, agent.meta)
-    validate(all_required(PPOConfig), agent.trainer.config, "trainer > config")
+    config = validate(all_required(PPOConfig), agent.trainer.config, "trainer > config")
+    if config.seed > _MAX_SEED:
+        problems.append(
+            ("trainer > config > seed", f"expected an int < 2**64 (a torch generator seed), got {config.seed}")
+        )
     problems += _generator_problems(agent.trainer.generator, "trainer > generator")
     for name, state in agent.meta.rng.items():
         problems += _generator_problems(state, join_path("meta > rng", name))
