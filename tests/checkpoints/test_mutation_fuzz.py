@@ -109,6 +109,8 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any]
 
 def model_related(path: NodePath) -> tuple[str, ...]:
     # A slot's fields are checked against each other and against its tensors in the state_dict.
+    if not path:
+        return ()
     if path[0] == "seed_slots" and len(path) > 1:
         return (f"seed_slots.{path[1]}",)
     if path[0] == "host":

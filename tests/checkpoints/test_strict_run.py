@@ -65,7 +65,7 @@ def resume(path: Path, splits: Any) -> GrowthRun:
 
 
 def test_an_untouched_run_checkpoint_resumes(saved: Any) -> None:
-    _, run, directory = saved
+    _, run, _ = saved
     resumed = resume(tampered(saved, lambda d: None), run.splits)
     assert resumed.epoch == 2 and resumed.history == run.history
     assert set(resumed.optimizers.seeds) == set(run.optimizers.seeds) != set()

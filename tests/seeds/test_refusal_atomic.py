@@ -54,9 +54,7 @@ def same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
     state_b, params_b, stage_b = b
     if state_a != state_b or stage_a != stage_b or params_a.keys() != params_b.keys():
         return False
-    return all(
-        torch.equal(params_a[k][0], params_b[k][0]) and params_a[k][1] == params_b[k][1] for k in params_a
-    )
+    return all(torch.equal(params_a[k][0], params_b[k][0]) and params_a[k][1] == params_b[k][1] for k in params_a)
 
 
 CORRUPTIONS = ("none", "negative_blend_steps", "bad_stored_target", "ramp_running")
