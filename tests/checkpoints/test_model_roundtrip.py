@@ -28,9 +28,8 @@ from esper.contracts.schema import RUN_CHECKPOINT_FORMAT, RUN_CHECKPOINT_VERSION
 from esper.contracts.shapes import SlotShape
 from esper.contracts.stages import SeedStage, is_active
 from esper.model import MorphogeneticModel
-from esper.seeds import LifecycleError, SeedSlot
-from esper.seeds.alpha_controller import AlphaController
-from esper.seeds.state import SeedMetrics, SeedState, StageRecord
+from esper.seeds import GateConfig, LifecycleError, SeedSlot
+from esper.seeds.state import SeedState
 
 
 @pytest.fixture(autouse=True)
@@ -250,72 +249,57 @@ _WITH_SEED = [
     SeedStage.FOSSILIZED,
 ]
 _WITHOUT_SEED = [SeedStage.PRUNED, SeedStage.EMBARGOED, SeedStage.RESETTING]
-_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
-_maybe = st.none() | _finite
+_fraction = st.floats(0.0, 1.0)
+_points = st.floats(-100.0, 100.0)
+_norm = st.floats(0.0, 1e6) | st.just(float("nan")) | st.just(float("inf"))
 _text = st.text(max_size=12)
+_FAST = GateConfig(permissive=True, g2_min_epochs=0)
+_ACTIONS = ("germinate", "advance", "fossilize", "prune", "retarget", "tick", "tick", "tick", "measure")
 
 
 @st.composite
 def lifecycle_states(draw: st.DrawFn) -> dict[str, Any]:
-    """A consistent `SeedSlot.lifecycle_state()` for a CNN slot, with arbitrary metrics and history."""
-    seedless = draw(st.booleans())
-    if seedless and draw(st.booleans()):  # a DORMANT slot
-        return {
-            "tick": draw(st.integers(0, 10**6)),
-            "pending_prune_reason": None,
-            "alpha": AlphaController().to_dict(),
-            "seed_state": None,
-        }
-    stage = draw(st.sampled_from(_WITHOUT_SEED if seedless else _WITH_SEED))
-    alpha = AlphaController()
-    pending = None
-    if stage in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED):
-        alpha.retarget(
-            draw(st.sampled_from(ALPHA_TARGETS)),
-            draw(st.integers(0, 8)),
-            draw(st.sampled_from(list(AlphaCurve))),
-            draw(st.floats(0.5, 30.0)),
-        )
-        for _ in range(draw(st.integers(0, 8))):
-            alpha.step()
-        if stage != SeedStage.FOSSILIZED and alpha.alpha > 0.0 and draw(st.booleans()):
-            alpha.halt()
-            alpha.retarget(0.0, draw(st.integers(1, 8)))
-            pending = draw(_text)
-    metrics = SeedMetrics(
-        epochs_total=draw(st.integers(0, 1000)),
-        epochs_in_stage=draw(st.integers(0, 1000)),
-        accuracy_at_stage_start=draw(_maybe),
-        accuracy_at_germination=draw(_maybe),
-        current_accuracy=draw(_maybe),
-        counterfactual_contribution=draw(_maybe),
-        contribution_velocity=draw(_finite),
-        gradient_ratio=draw(_maybe),
-        seed_gradient_norm=draw(_maybe),
-    )
-    history = [
-        StageRecord(stage=s, tick=t, reason=r)
-        for s, t, r in draw(
-            st.lists(st.tuples(st.sampled_from(list(SeedStage)), st.integers(0, 99), _text), max_size=6)
-        )
-    ]
-    state = SeedState(
-        blueprint=draw(st.sampled_from(default_registry().names("cnn"))),
-        alpha_algorithm=draw(st.sampled_from(list(AlphaAlgorithm))),
-        stage=stage,
-        previous_stage=draw(st.sampled_from(list(SeedStage))),
-        blend_steps=draw(st.integers(0, 8)),
-        alpha_target=draw(st.sampled_from(ALPHA_TARGETS)),
-        history=history,
-        metrics=metrics,
-        prune_reason=draw(st.none() | _text),
-    )
-    return {
-        "tick": draw(st.integers(0, 10**6)),
-        "pending_prune_reason": pending,
-        "alpha": alpha.to_dict(),
-        "seed_state": state.model_dump(),
-    }
+    """A `SeedSlot.lifecycle_state()` the slot can reach: a random walk of its own operations.
+
+    Only reachable states load (a checkpoint holding a state the slot cannot
+    be in is refused), so the states come from driving a real slot, with
+    arbitrary in-range measurements along the way.
+    """
+    slot = SeedSlot("r0c0", _SHAPE, gates=_FAST)
+    for action in draw(st.lists(st.sampled_from(_ACTIONS), max_size=30)):
+        try:
+            if action == "germinate":
+                slot.germinate(
+                    draw(st.sampled_from(default_registry().names("cnn"))),
+                    alpha_algorithm=draw(st.sampled_from(list(AlphaAlgorithm))),
+                    blend_steps=draw(st.integers(0, 8)),
+                    alpha_target=draw(st.sampled_from(ALPHA_TARGETS)),
+                )
+            elif action == "advance":
+                slot.advance()
+            elif action == "fossilize":
+                slot.fossilize()
+            elif action == "prune":
+                slot.prune(draw(_text), steps=draw(st.integers(0, 8)), curve=draw(st.sampled_from(list(AlphaCurve))))
+            elif action == "retarget":
+                slot.set_alpha_target(
+                    draw(st.sampled_from(ALPHA_TARGETS)),
+                    steps=draw(st.integers(0, 8)),
+                    curve=draw(st.sampled_from(list(AlphaCurve))),
+                    steepness=draw(st.floats(0.5, 30.0)),
+                )
+            elif action == "tick":
+                slot.step_epoch()
+            elif slot.state is not None:
+                slot.record_accuracy(draw(_fraction))
+                slot.record_contribution(draw(_points))
+                metrics = slot.state.metrics
+                metrics.projected_contribution = draw(st.none() | _points)
+                metrics.gradient_ratio = draw(st.none() | _norm)
+                metrics.seed_gradient_norm = draw(st.none() | _norm)
+        except LifecycleError:
+            pass
+    return slot.lifecycle_state()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -326,10 +310,10 @@ def test_seed_state_serialisation_roundtrip(data: dict[str, Any]) -> None:
     torch.save(data, buffer)
     buffer.seek(0)
     stored = torch.load(buffer, weights_only=True)
-    assert stored == data
     slot = SeedSlot("r0c0", _SHAPE)
     restore_slot(slot, stored, "seed_slots.r0c0")
-    assert slot.lifecycle_state() == data
+    # repr: NaN gradient norms compare equal as text
+    assert repr(slot.lifecycle_state()) == repr(data)
     if data["seed_state"] is not None:
         assert SeedState.model_validate(data["seed_state"]).model_dump() == data["seed_state"]
         stage = SeedStage(data["seed_state"]["stage"])

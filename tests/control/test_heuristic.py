@@ -278,13 +278,13 @@ def test_state_dict_round_trip_is_primitive_and_resumes_identically() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda s: s.pop("prunes"), r"missing keys \['prunes'\]"),
-        (lambda s: s.update(extra=1), r"unknown keys \['extra'\]"),
-        (lambda s: s.update(penalties={"conv_light": 0.0}), r"penalties: expected a dict keyed by"),
-        (lambda s: s["penalties"].update(norm=-1.0), r"penalties\['norm'\]: expected a finite float"),
-        (lambda s: s.update(rotation_index=5), r"rotation_index: expected < 5, got 5"),
-        (lambda s: s.update(germinations=True), r"germinations: expected an int >= 0, got True"),
-        (lambda s: s.update(last_prune_epoch=1.0), r"last_prune_epoch: expected an int >= 0, got 1.0"),
+        (lambda s: s.pop("prunes"), r"controller > prunes: missing required key"),
+        (lambda s: s.update(extra=1), r"controller > extra: unknown key"),
+        (lambda s: s.update(penalties={"conv_light": 0.0}), r"controller > penalties: expected one entry per"),
+        (lambda s: s["penalties"].update(norm=-1.0), r"penalties > norm: expected a value >= 0.0, got -1.0"),
+        (lambda s: s.update(rotation_index=5), r"rotation_index: expected < 5 \(the blueprint count\), got 5"),
+        (lambda s: s.update(germinations=True), r"controller > germinations: expected int, got bool"),
+        (lambda s: s.update(last_prune_epoch=1.0), r"controller > last_prune_epoch: expected int or None, got float"),
     ],
 )
 def test_load_state_dict_is_strict(change, message: str) -> None:  # type: ignore[no-untyped-def]

@@ -180,7 +180,7 @@ def test_policy_controller_runs_a_growth_run_and_resumes(agent_dir: Path) -> Non
     fresh = load_policy_controller(agent_dir / "agent.pt", blueprints=run.blueprints, limits=run.limits, seed=1)
     fresh.load_state_dict(saved)
     assert torch.equal(fresh.state[0], controller.state[0])
-    with pytest.raises(ValueError, match="expected keys"):
+    with pytest.raises(ValueError, match="controller > c: missing required key"):
         fresh.load_state_dict({"h": saved["h"]})
     with pytest.raises(AgentMismatchError, match="blueprints: the agent has"):
         load_policy_controller(agent_dir / "agent.pt", blueprints=["norm"], limits=run.limits, seed=0)

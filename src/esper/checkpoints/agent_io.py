@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from esper.checkpoints.agent_state import check_agent_payload
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.io import load_checkpoint, save_checkpoint, split_header
 from esper.contracts.actions import ActionSpace
@@ -260,24 +261,19 @@ def _check_meta(meta: Any) -> AgentMeta:
 
 
 def load_agent(path: str | os.PathLike[str]) -> AgentCheckpoint:
-    """Read an agent checkpoint (weights_only) and check its structure; raises CheckpointError."""
+    """Read an agent checkpoint (weights_only) and validate all of it (see esper.checkpoints.agent_state).
+
+    Any problem raises one CheckpointError naming each bad path; a loaded
+    agent builds its policy, normalisers and trainer without further errors.
+    """
     data = load_checkpoint(path, format=AGENT_CHECKPOINT_FORMAT)
     header, payload = split_header(data)
     try:
-        if set(payload) != {"trainer", "meta"}:
-            raise CheckpointError.at("", f"expected keys ['meta', 'trainer'], got {sorted(payload)}")
-        trainer = payload["trainer"]
-        if not isinstance(trainer, dict) or set(trainer) != TRAINER_KEYS:
-            found = sorted(trainer) if isinstance(trainer, dict) else type(trainer).__name__
-            raise CheckpointError.at("trainer", f"expected keys {sorted(TRAINER_KEYS)}, got {found}")
+        check_agent_payload(payload)
         meta = _check_meta(payload["meta"])
-        if trainer["architecture"] != _expected_architecture(trainer["architecture"], meta):
-            raise CheckpointError.at(
-                "trainer > architecture", "does not match meta (observation dim / slots / blueprints)"
-            )
     except CheckpointError as error:
         raise error.with_file(path) from None
-    return AgentCheckpoint(trainer_state=trainer, meta=meta, header=header, path=os.fspath(path))
+    return AgentCheckpoint(trainer_state=payload["trainer"], meta=meta, header=header, path=os.fspath(path))
 
 
 def _expected_architecture(arch: Any, meta: AgentMeta) -> dict[str, Any]:

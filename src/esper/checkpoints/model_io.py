@@ -197,6 +197,8 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
             f"unknown host kind {kind!r}; known kinds: {', '.join(sorted(HOST_KINDS))}",
         )
     config_path = join_path(where, "host", "config")
+    # Every key of the host's config is stored: a missing one is damage, not its default.
+    validate(all_required(HOST_KINDS[kind].config_class), section.host.config, config_path)  # type: ignore[attr-defined]
     try:
         host = build_host(kind, section.host.config)
     except ConfigProblems as error:
@@ -205,17 +207,30 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
     except ValueError as error:
         raise CheckpointError.at(config_path, str(error)) from None
     gates = GateConfig.model_validate(section.gates.model_dump())
+    available = host.slot_ids()
+    unknown = [
+        (
+            join_path(where, "slots", index),
+            f"{slot_id!r} is not a slot of the host {join_path(where, 'host')} describes; available: {available}",
+        )
+        for index, slot_id in enumerate(section.slots)
+        if slot_id not in available
+    ]
+    if unknown:
+        raise CheckpointError.many(unknown)
     try:
         model = MorphogeneticModel(host, slots=section.slots, gates=gates, registry=registry)
     except ValueError as error:
         raise CheckpointError.at(join_path(where, "slots"), str(error)) from None
     expected = set(section.slots)
     stored = set(section.seed_slots)
+    slots_path = join_path(where, "slots")
     problems = [
-        (join_path(where, f"seed_slots.{sid}"), "missing required key") for sid in sorted(expected - stored)
+        (join_path(where, f"seed_slots.{sid}"), f"missing required key (the slot is enabled in {slots_path})")
+        for sid in sorted(expected - stored)
     ]
     problems += [
-        (join_path(where, f"seed_slots.{sid}"), f"unknown key (not one of the enabled slots {section.slots})")
+        (join_path(where, f"seed_slots.{sid}"), f"unknown key (not enabled in {slots_path} {section.slots})")
         for sid in sorted(stored - expected)
     ]
     if problems:

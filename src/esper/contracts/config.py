@@ -7,6 +7,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
+# Upper bounds of host sizes: far beyond any model this framework trains. A config (or checkpoint)
+# claiming more is a typo or damage, and building it would exhaust memory or time before failing.
+MAX_DIM = 2**20
+MAX_LAYERS = 1024
+
 
 class StrictConfig(BaseModel):
     """A small, validated, immutable config for one component.

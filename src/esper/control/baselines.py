@@ -11,6 +11,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from esper.checkpoints.controller_state import CONTROLLER_WHERE, RandomState, StaticState
+from esper.checkpoints.errors import CheckpointError
+from esper.checkpoints.strict import validate
 from esper.contracts.actions import (
     ALPHA_CURVE_CHOICES,
     ALPHA_SPEEDS,
@@ -34,7 +37,6 @@ from esper.seeds.alpha_controller import DEFAULT_STEEPNESS
 T = TypeVar("T")
 
 _STYLES: tuple[BlendStyle, ...] = tuple(BlendStyle)
-_PCG64_KEYS = frozenset({"bit_generator", "state", "has_uint32", "uinteger"})
 
 
 def check_blueprints(blueprints: list[str]) -> None:
@@ -76,10 +78,13 @@ class StaticController:
     def state_dict(self) -> dict[str, object]:
         return {}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        if not isinstance(state, dict) or state:
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"StaticController state: expected an empty dict, got {found}")
+    def load_state_dict(self, state: object) -> None:
+        """Strict: the stored state must be an empty dict (CheckpointError otherwise)."""
+        if type(state) is dict and state:
+            raise CheckpointError.many(
+                (f"{CONTROLLER_WHERE} > {key}", "unknown key (the static controller keeps no state)") for key in state
+            )
+        validate(StaticState, state, CONTROLLER_WHERE)
 
 
 class RandomController:
@@ -176,36 +181,14 @@ class RandomController:
             }
         }
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        """Strict: exactly the keys `state_dict` writes, with plain ints; nothing changes on error."""
-        where = "RandomController state"
-        if not isinstance(state, dict) or set(state) != {"bit_generator"}:
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{where}: expected keys ['bit_generator'], got {found}")
-        generator = state["bit_generator"]
-        if not isinstance(generator, dict) or set(generator) != _PCG64_KEYS:
-            found = sorted(generator) if isinstance(generator, dict) else type(generator).__name__
-            raise ValueError(f"{where}.bit_generator: expected keys {sorted(_PCG64_KEYS)}, got {found}")
-        if generator["bit_generator"] != "PCG64":
-            name = generator["bit_generator"]
-            raise ValueError(f"{where}.bit_generator.bit_generator: expected 'PCG64', got {name!r}")
-        inner = generator["state"]
-        if not isinstance(inner, dict) or set(inner) != {"state", "inc"}:
-            found = sorted(inner) if isinstance(inner, dict) else type(inner).__name__
-            raise ValueError(f"{where}.bit_generator.state: expected keys ['inc', 'state'], got {found}")
-        for path, value in (
-            ("state.state", inner["state"]),
-            ("state.inc", inner["inc"]),
-            ("has_uint32", generator["has_uint32"]),
-            ("uinteger", generator["uinteger"]),
-        ):
-            if type(value) is not int or value < 0:
-                raise ValueError(f"{where}.bit_generator.{path}: expected an int >= 0, got {value!r}")
+    def load_state_dict(self, state: object) -> None:
+        """Strict: exactly what `state_dict` writes (CheckpointError naming the path); nothing changes on error."""
+        generator = validate(RandomState, state, CONTROLLER_WHERE).bit_generator
         restored = np.random.PCG64()
         restored.state = {
-            "bit_generator": "PCG64",
-            "state": {"state": inner["state"], "inc": inner["inc"]},
-            "has_uint32": generator["has_uint32"],
-            "uinteger": generator["uinteger"],
+            "bit_generator": generator.bit_generator,
+            "state": {"state": generator.state.state, "inc": generator.state.inc},
+            "has_uint32": generator.has_uint32,
+            "uinteger": generator.uinteger,
         }
         self._rng = np.random.Generator(restored)

@@ -28,12 +28,17 @@ def check(
         return f"{decision.op.name} needs a slot"
     if decision.slot not in model.slot_ids():
         return f"unknown slot {decision.slot!r}"
-    if not slot_allows(model, decision.slot, decision.op, blueprints, limits):
+    # A germination is costed with its own alpha algorithm (GATE adds a gate's parameters).
+    algorithm = decision.alpha_algorithm if decision.op == Op.GERMINATE else None
+    if not slot_allows(model, decision.slot, decision.op, blueprints, limits, algorithm):
         return f"{decision.op.name} is not allowed on {decision.slot} (stage {model.slot(decision.slot).stage.name})"
     if decision.op == Op.GERMINATE and decision.blueprint not in legal_blueprints(
-        model, decision.slot, blueprints, limits
+        model, decision.slot, blueprints, limits, algorithm
     ):
-        return f"blueprint {decision.blueprint!r} is not available or does not fit the parameter budget"
+        return (
+            f"blueprint {decision.blueprint!r} with {decision.alpha_algorithm.name} is not available "
+            f"or does not fit the parameter budget"
+        )
     if decision.op == Op.SET_ALPHA_TARGET and decision.alpha_target not in legal_alpha_targets(
         model.slot(decision.slot)
     ):

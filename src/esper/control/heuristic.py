@@ -16,6 +16,9 @@ import math
 
 from pydantic import ConfigDict, Field
 
+from esper.checkpoints.controller_state import CONTROLLER_WHERE, HeuristicState
+from esper.checkpoints.errors import CheckpointError
+from esper.checkpoints.strict import validate
 from esper.contracts.actions import Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.config import StrictConfig, int_enum
@@ -40,17 +43,6 @@ _NEXT = {
     SeedStage.TRAINING: SeedStage.BLENDING,
     SeedStage.BLENDING: SeedStage.HOLDING,
 }
-_STATE_KEYS = frozenset(
-    {
-        "penalties",
-        "rotation_index",
-        "last_prune_epoch",
-        "last_decay_epoch",
-        "germinations",
-        "prunes",
-        "fossilizations",
-    }
-)
 
 
 class HeuristicConfig(StrictConfig):
@@ -278,8 +270,9 @@ class HeuristicController:
         plateau = plateau_length(signals.val_accuracy_history, cfg)
         if plateau < cfg.plateau_epochs:
             return _wait(f"no plateau ({plateau}/{cfg.plateau_epochs} epochs)")
-        for sid in legal_slots(model, Op.GERMINATE, self.blueprints, self.limits):
-            allowed = set(legal_blueprints(model, sid, self.blueprints, self.limits))
+        algorithm = cfg.alpha_algorithm
+        for sid in legal_slots(model, Op.GERMINATE, self.blueprints, self.limits, algorithm):
+            allowed = set(legal_blueprints(model, sid, self.blueprints, self.limits, algorithm))
             for offset in range(len(self.blueprints)):
                 position = (self.rotation_index + offset) % len(self.blueprints)
                 blueprint = self.blueprints[position]
@@ -313,46 +306,29 @@ class HeuristicController:
             "fossilizations": self.fossilizations,
         }
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        """Strict: every key must be present, known and well typed; nothing changes on error."""
-        where = "HeuristicController state"
-        if not isinstance(state, dict):
-            raise ValueError(f"{where}: expected a dict, got {type(state).__name__}")
-        missing, unknown = sorted(_STATE_KEYS - set(state)), sorted(set(state) - _STATE_KEYS)
-        if missing or unknown:
-            raise ValueError(f"{where}: missing keys {missing}, unknown keys {unknown}")
-        penalties = state["penalties"]
-        if not isinstance(penalties, dict) or set(penalties) != set(self.blueprints):
-            found = sorted(penalties) if isinstance(penalties, dict) else type(penalties).__name__
-            expected = sorted(self.blueprints)
-            raise ValueError(f"{where}.penalties: expected a dict keyed by {expected}, got {found}")
-        for bp, value in penalties.items():
-            if type(value) is not float or not math.isfinite(value) or value < 0.0:
-                raise ValueError(f"{where}.penalties[{bp!r}]: expected a finite float >= 0, got {value!r}")
-        rotation = _count(state, "rotation_index", where)
-        if rotation >= len(self.blueprints):
-            raise ValueError(f"{where}.rotation_index: expected < {len(self.blueprints)}, got {rotation}")
-        last_prune = _epoch_or_none(state, "last_prune_epoch", where)
-        last_decay = _epoch_or_none(state, "last_decay_epoch", where)
-        germinations = _count(state, "germinations", where)
-        prunes = _count(state, "prunes", where)
-        fossilizations = _count(state, "fossilizations", where)
-        self.penalties = {bp: penalties[bp] for bp in self.blueprints}
-        self.rotation_index = rotation
-        self.last_prune_epoch, self.last_decay_epoch = last_prune, last_decay
-        self.germinations, self.prunes, self.fossilizations = germinations, prunes, fossilizations
-
-
-def _count(state: dict[str, object], key: str, where: str) -> int:
-    value = state[key]
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{where}.{key}: expected an int >= 0, got {value!r}")
-    return value
-
-
-def _epoch_or_none(state: dict[str, object], key: str, where: str) -> int | None:
-    return None if state[key] is None else _count(state, key, where)
-
+    def load_state_dict(self, state: object) -> None:
+        """Strict: the stored schema, then one penalty per blueprint; raises CheckpointError, changing nothing."""
+        validated = validate(HeuristicState, state, CONTROLLER_WHERE)
+        problems = []
+        if set(validated.penalties) != set(self.blueprints):
+            found, expected = sorted(validated.penalties), sorted(self.blueprints)
+            problems.append(
+                (f"{CONTROLLER_WHERE} > penalties", f"expected one entry per blueprint {expected}, got {found}")
+            )
+        if validated.rotation_index >= len(self.blueprints):
+            problems.append(
+                (
+                    f"{CONTROLLER_WHERE} > rotation_index",
+                    f"expected < {len(self.blueprints)} (the blueprint count), got {validated.rotation_index}",
+                )
+            )
+        if problems:
+            raise CheckpointError.many(problems)
+        self.penalties = {bp: validated.penalties[bp] for bp in self.blueprints}
+        self.rotation_index = validated.rotation_index
+        self.last_prune_epoch, self.last_decay_epoch = validated.last_prune_epoch, validated.last_decay_epoch
+        self.germinations, self.prunes = validated.germinations, validated.prunes
+        self.fossilizations = validated.fossilizations
 
 
 def _wait(reason: str) -> Decision:

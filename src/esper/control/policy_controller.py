@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMismatchError, load_agent
+from esper.checkpoints.controller_state import CONTROLLER_WHERE, PolicyState
+from esper.checkpoints.errors import CheckpointError
+from esper.checkpoints.strict import validate
 from esper.contracts.actions import FactoredAction
 from esper.contracts.stages import SeedStage
 from esper.control.baselines import check_blueprints, check_decide_args, check_limits
@@ -30,7 +33,6 @@ from esper.rl.masks import build_masks
 from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
 from esper.telemetry import events as ev
 
-_STATE_KEYS = frozenset({"h", "c", "decisions"})
 _JUDGED = (SeedStage.BLENDING, SeedStage.HOLDING)
 
 
@@ -94,23 +96,19 @@ class PolicyController:
         h, c = self.state
         return {"h": h.clone(), "c": c.clone(), "decisions": self.decisions}
 
-    def load_state_dict(self, state: dict[str, object]) -> None:
-        where = "PolicyController state"
-        if not isinstance(state, dict) or set(state) != _STATE_KEYS:
-            found = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"{where}: expected keys {sorted(_STATE_KEYS)}, got {found}")
+    def load_state_dict(self, state: object) -> None:
+        """Strict: the stored schema, then the LSTM state's shape (CheckpointError); nothing changes on error."""
+        validated = validate(PolicyState, state, CONTROLLER_WHERE)
         shape = tuple(self.state[0].shape)
-        for key in ("h", "c"):
-            value = state[key]
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape or value.dtype != torch.float32:
-                raise ValueError(f"{where}.{key}: expected a float32 tensor of shape {shape}")
-        decisions = state["decisions"]
-        if type(decisions) is not int or decisions < 0:
-            raise ValueError(f"{where}.decisions: expected an int >= 0, got {decisions!r}")
-        h, c = state["h"], state["c"]
-        assert isinstance(h, torch.Tensor) and isinstance(c, torch.Tensor)
-        self.state = (h.clone(), c.clone())
-        self.decisions = decisions
+        problems = [
+            (f"{CONTROLLER_WHERE} > {key}", f"expected a tensor of shape {shape}, got shape {tuple(value.shape)}")
+            for key, value in (("h", validated.h), ("c", validated.c))
+            if tuple(value.shape) != shape
+        ]
+        if problems:
+            raise CheckpointError.many(problems)
+        self.state = (validated.h.clone(), validated.c.clone())
+        self.decisions = validated.decisions
 
 
 def load_policy_controller(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import importlib
 
+from esper.checkpoints.controller_state import POLICY_PREFIX
 from esper.control.baselines import RandomController, StaticController, check_blueprints, check_limits
 from esper.control.decision import Controller
 from esper.control.heuristic import HeuristicConfig, HeuristicController
 from esper.control.legality import GrowthLimits
 
 CONTROLLER_NAMES: tuple[str, ...] = ("heuristic", "static", "random")
-POLICY_PREFIX = "policy:"
 _POLICY_MODULE = "esper.control.policy_controller"
 
 

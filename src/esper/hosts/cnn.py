@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 from torch import Tensor, nn
 
-from esper.contracts.config import StrictConfig
+from esper.contracts.config import MAX_DIM, MAX_LAYERS, StrictConfig
 from esper.contracts.shapes import SlotShape
 from esper.contracts.slot_ids import format_slot_id
 from esper.hosts.registry import HostConfigError, register_host
@@ -29,13 +29,13 @@ _MIN_CHANNELS_PER_GROUP = 16
 
 
 class CNNHostConfig(StrictConfig):
-    in_channels: int = Field(ge=1)
-    num_classes: int = Field(ge=1)
+    in_channels: int = Field(ge=1, le=MAX_DIM)
+    num_classes: int = Field(ge=1, le=MAX_DIM)
     # One block per width.
-    widths: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    widths: list[Annotated[int, Field(ge=1, le=MAX_DIM)]] = Field(min_length=1, max_length=MAX_LAYERS)
     spatial_dims: Literal[1, 2]
     # Odd so padding kernel_size // 2 keeps the spatial size; 1 is the "blind" host.
-    kernel_size: int = Field(default=3, ge=1)
+    kernel_size: int = Field(default=3, ge=1, le=MAX_DIM)
     pool: bool = True
     norm: Literal["batch", "group", "none"] = "batch"
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)

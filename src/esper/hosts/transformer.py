@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from esper.contracts.config import StrictConfig
+from esper.contracts.config import MAX_DIM, MAX_LAYERS, StrictConfig
 from esper.contracts.shapes import SlotShape
 from esper.contracts.slot_ids import format_slot_id
 from esper.hosts.registry import HostConfigError, register_host
@@ -28,12 +28,12 @@ _MLP_EXPANSION = 4
 
 
 class GPTHostConfig(StrictConfig):
-    vocab_size: int = Field(ge=1)
-    block_size: int = Field(ge=1)  # longest sequence the position embedding covers
-    d_model: int = Field(ge=1)
-    n_heads: int = Field(ge=1)
-    n_layers: int = Field(ge=1)
-    layers_per_segment: int = Field(ge=1)
+    vocab_size: int = Field(ge=1, le=MAX_DIM)
+    block_size: int = Field(ge=1, le=MAX_DIM)  # longest sequence the position embedding covers
+    d_model: int = Field(ge=1, le=MAX_DIM)
+    n_heads: int = Field(ge=1, le=MAX_DIM)
+    n_layers: int = Field(ge=1, le=MAX_LAYERS)
+    layers_per_segment: int = Field(ge=1, le=MAX_LAYERS)
     tie_weights: bool = True
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 

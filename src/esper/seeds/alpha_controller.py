@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 
 from esper.contracts.alpha import AlphaCurve, AlphaMode
 from esper.contracts.config import StrictConfig, int_enum
+from esper.contracts.validation import FieldError
 
 DEFAULT_STEEPNESS = 12.0
 
@@ -99,6 +100,15 @@ class AlphaControllerState(StrictConfig):
                 f"steps_done ({self.steps_done}) must be <= steps_total ({self.steps_total})"
             )
         if self.mode is AlphaMode.HOLD:
+            # Every way into HOLD (a finished ramp, a jump, a halt, a fresh controller) sets alpha to
+            # the target and leaves no step pending.
+            if self.alpha != self.target:
+                raise FieldError("alpha", f"mode HOLD holds alpha at its target ({self.target}), got {self.alpha}")
+            if self.steps_done != self.steps_total:
+                raise ValueError(
+                    f"mode HOLD has no step pending: steps_done ({self.steps_done}) must equal "
+                    f"steps_total ({self.steps_total})"
+                )
             return self
         # A ramp in progress: step() must still have a step to take, in the stated direction.
         if self.steps_done >= self.steps_total:
@@ -114,7 +124,27 @@ class AlphaControllerState(StrictConfig):
         low, high = sorted((self.start, self.target))
         if not low <= self.alpha <= high:
             raise ValueError(f"alpha ({self.alpha}) must lie between start ({self.start}) and target")
+        # Mid-ramp alpha is a function of the ramp (step() recomputes it every tick): any other value
+        # could not have been reached.
+        expected = _ramp_value(self.start, self.target, self.curve, self.steepness, self.steps_done, self.steps_total)
+        if self.alpha != expected:
+            raise FieldError(
+                "alpha",
+                f"expected {expected!r} (the {self.curve.name} ramp's value at step "
+                f"{self.steps_done}/{self.steps_total}), got {self.alpha!r}",
+            )
         return self
+
+
+def _ramp_value(start: float, target: float, curve: AlphaCurve, steepness: float, done: int, total: int) -> float:
+    """Alpha after `done` of `total` ticks of a ramp from `start` to `target` (done < total)."""
+    if done == 0:
+        return start
+    fraction = curve_value(curve, done / total, steepness)
+    value = start + (target - start) * fraction
+    low, high = sorted((start, target))
+    # Keep rounding from stepping outside the ramp's range.
+    return min(high, max(low, value))
 
 
 class AlphaController:
@@ -198,11 +228,9 @@ class AlphaController:
             self.alpha = self.target
             self.mode = AlphaMode.HOLD
             return self.alpha
-        fraction = curve_value(self.curve, self.steps_done / self.steps_total, self.steepness)
-        value = self.start + (self.target - self.start) * fraction
-        low, high = sorted((self.start, self.target))
-        # Keep rounding from stepping outside the ramp's range.
-        self.alpha = min(high, max(low, value))
+        self.alpha = _ramp_value(
+            self.start, self.target, self.curve, self.steepness, self.steps_done, self.steps_total
+        )
         return self.alpha
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,22 @@ from esper.contracts.alpha import AlphaAlgorithm
 _GATE_INIT_SEED = 0x5EED_6A7E
 
 
+def _gate_hidden(width: int) -> int:
+    return max(4, width // 4)
+
+
+def blend_param_count(algorithm: AlphaAlgorithm, width: int) -> int:
+    """Trainable parameters the blend operator adds to a seed at slot width `width` (exact).
+
+    Only GATE has any: its BlendGate (Linear width->hidden, ReLU, Linear hidden->1).
+    A parameter budget must count them, or a gated seed overruns it.
+    """
+    if algorithm is not AlphaAlgorithm.GATE:
+        return 0
+    hidden = _gate_hidden(width)
+    return width * hidden + hidden + hidden + 1
+
+
 class BlendGate(nn.Module):
     """Per-sample learned gate g(x) in (0, 1) computed from pooled seed input.
 
@@ -38,7 +54,7 @@ class BlendGate(nn.Module):
             )
         self.width = width
         self.channel_dim = channel_dim
-        hidden = max(4, width // 4)
+        hidden = _gate_hidden(width)
         # Built on meta, then given empty storage: the layers' default init never runs, so building a
         # gate never draws from the global RNG. The storage is on the CPU (the slot moves the gate
         # with the model), or on meta while a checkpoint skeleton is built (esper.checkpoints.skeleton).

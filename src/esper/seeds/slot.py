@@ -14,6 +14,7 @@ Every refused action raises `LifecycleError` before anything is changed.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -183,14 +184,19 @@ class SeedSlot(nn.Module):
             self._forced_alpha = None
 
     # -------------------------------------------------------------- lifecycle
+    def _check_transition(self, target: SeedStage) -> None:
+        state = self.state
+        assert state is not None
+        if not is_valid_transition(state.stage, target):
+            raise LifecycleError(
+                f"slot {self.slot_id}: {state.stage.name} -> {target.name} is not a valid transition"
+            )
+
     def _transition(self, target: SeedStage, reason: str) -> None:
         state = self.state
         assert state is not None
         source = state.stage
-        if not is_valid_transition(source, target):
-            raise LifecycleError(
-                f"slot {self.slot_id}: {source.name} -> {target.name} is not a valid transition"
-            )
+        self._check_transition(target)
         state.previous_stage = source
         state.stage = target
         state.metrics.epochs_in_stage = 0
@@ -276,19 +282,31 @@ class SeedSlot(nn.Module):
             raise LifecycleError(
                 f"slot {self.slot_id}: advance from {state.stage.name} goes to {expected.name}, not {target.name}"
             )
+        # Everything the transition needs is planned before the gate runs, so a passed gate
+        # never leaves the slot half-moved (in BLENDING with the ramp refused, alpha stuck at 0).
+        ramp = self._entry_ramp(expected)
         result = sync_decision(evaluate_gate(expected, state, self.alpha, self.gate_config))
         for listener in self.gate_listeners:
             listener(self, expected, result)
         if result.passed:
             self._transition(expected, f"gate {result.gate.name} passed")
-            self._on_enter(expected)
+            if ramp is not None:
+                self.alpha = ramp
+                self._alpha_cache.invalidate()
         return result
 
-    def _on_enter(self, stage: SeedStage) -> None:
+    def _entry_ramp(self, stage: SeedStage) -> AlphaController | None:
+        """The alpha controller the slot takes on entering `stage` (None: unchanged), planned on a copy."""
         state = self.state
         assert state is not None
-        if stage == SeedStage.BLENDING:
-            self.alpha.retarget(state.alpha_target, state.blend_steps, AlphaCurve.LINEAR)
+        if stage != SeedStage.BLENDING:
+            return None
+        ramp = copy.copy(self.alpha)
+        try:
+            ramp.retarget(state.alpha_target, state.blend_steps, AlphaCurve.LINEAR)
+        except AlphaControllerError as error:
+            raise LifecycleError(f"slot {self.slot_id}: cannot start blending: {error}") from error
+        return ramp
 
     def fossilize(self) -> GateResult:
         state = self._require_state("fossilize")
@@ -319,11 +337,15 @@ class SeedSlot(nn.Module):
             )
         if state.stage == SeedStage.HOLDING and target == self.alpha.alpha:
             raise LifecycleError(f"slot {self.slot_id}: alpha is already {target}")
+        if state.stage == SeedStage.HOLDING:
+            self._check_transition(SeedStage.BLENDING)
+        # Planned on a copy: the slot changes only once every check has passed.
+        ramp = copy.copy(self.alpha)
         try:
-            # retarget validates everything before it changes anything.
-            self.alpha.retarget(target, steps, curve, steepness)
+            ramp.retarget(target, steps, curve, steepness)
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot retarget: {error}") from error
+        self.alpha = ramp
         self._alpha_cache.invalidate()
         state.alpha_target = target
         if state.stage == SeedStage.HOLDING:
@@ -341,13 +363,14 @@ class SeedSlot(nn.Module):
             raise LifecycleError(f"slot {self.slot_id}: a scheduled prune is already in progress")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise LifecycleError(f"slot {self.slot_id}: prune steps must be an int >= 0, got {steps!r}")
+        self._check_transition(SeedStage.PRUNED)
         if steps == 0 or self.alpha.alpha == 0.0:
             self._prune_now(reason)
             return
         # Plan the ramp on a copy: a bad curve or steepness must refuse before
         # the seed is frozen or the running ramp is halted.
         # A prune overrides a ramp in progress: ramp down from wherever alpha is.
-        ramp = AlphaController.from_dict(self.alpha.to_dict())
+        ramp = copy.copy(self.alpha)
         ramp.halt()
         try:
             ramp.retarget(0.0, steps, curve, steepness)
@@ -362,6 +385,7 @@ class SeedSlot(nn.Module):
     def _prune_now(self, reason: str) -> None:
         state = self.state
         assert state is not None
+        self._check_transition(SeedStage.PRUNED)
         state.prune_reason = reason
         self.seed = None
         self.blend_gate = None

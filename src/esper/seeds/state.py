@@ -7,14 +7,38 @@ every key and type (no `.get(key, default)`: seed 004, SLOT-1/SLOT-2).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
 
-from esper.contracts.alpha import AlphaAlgorithm
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm
 from esper.contracts.config import int_enum
 from esper.contracts.stages import SeedStage
 
 StageField = int_enum(SeedStage)
 AlgorithmField = int_enum(AlphaAlgorithm)
+
+
+def _non_negative_or_nan(value: float) -> float:
+    # A gradient norm is >= 0, or NaN/inf when the gradients were (gate G5 checks for that).
+    if value < 0.0:
+        raise ValueError(f"expected a value >= 0 (or NaN), got {value!r}")
+    return value
+
+
+def _allowed_target(value: float) -> float:
+    if value not in ALPHA_TARGETS:
+        raise ValueError(f"expected one of {', '.join(map(str, ALPHA_TARGETS))}, got {value!r}")
+    return value
+
+
+Count = Annotated[int, Field(ge=0)]
+# Validation accuracy as a fraction.
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+# Accuracy points (differences of percentages).
+Points = Annotated[float, Field(allow_inf_nan=False, ge=-100.0, le=100.0)]
+GradientNorm = Annotated[float, AfterValidator(_non_negative_or_nan)]
+AlphaTarget = Annotated[float, AfterValidator(_allowed_target)]
 
 
 class _Persisted(BaseModel):
@@ -25,21 +49,21 @@ class _Persisted(BaseModel):
 class SeedMetrics(_Persisted):
     """What has been measured about a seed. None means "never measured"."""
 
-    epochs_total: int = 0
-    epochs_in_stage: int = 0
+    epochs_total: Count = 0
+    epochs_in_stage: Count = 0
     # Validation accuracy (fraction) of the whole model when the seed entered its stage.
-    accuracy_at_stage_start: float | None = None
-    accuracy_at_germination: float | None = None
-    current_accuracy: float | None = None
+    accuracy_at_stage_start: Fraction | None = None
+    accuracy_at_germination: Fraction | None = None
+    current_accuracy: Fraction | None = None
     # Accuracy points lost when this seed's alpha is forced to 0 (measured, never guessed).
-    counterfactual_contribution: float | None = None
-    contribution_velocity: float = 0.0
+    counterfactual_contribution: Points | None = None
+    contribution_velocity: Annotated[float, Field(allow_inf_nan=False)] = 0.0
     # TRAINING only: accuracy points the seed would add if blended in at alpha 1
     # (its output never reaches the model's in TRAINING, so this is what G2 judges).
-    projected_contribution: float | None = None
+    projected_contribution: Points | None = None
     # Seed gradient norm / host gradient norm after backward.
-    gradient_ratio: float | None = None
-    seed_gradient_norm: float | None = None
+    gradient_ratio: GradientNorm | None = None
+    seed_gradient_norm: GradientNorm | None = None
 
     def improvement_points(self) -> float | None:
         """Accuracy gained since the stage started, in percentage points."""
@@ -62,7 +86,7 @@ class SeedMetrics(_Persisted):
 
 class StageRecord(_Persisted):
     stage: StageField
-    tick: int  # the slot's step_epoch counter when the stage was entered
+    tick: Count  # the slot's step_epoch counter when the stage was entered
     reason: str
 
 
@@ -74,9 +98,9 @@ class SeedState(_Persisted):
     stage: StageField
     previous_stage: StageField
     # Epochs the alpha ramp takes when blending starts (the "tempo").
-    blend_steps: int
+    blend_steps: Count
     # Alpha the blend ramps to when BLENDING starts (0.5, 0.7 or 1.0).
-    alpha_target: float
+    alpha_target: AlphaTarget
     history: list[StageRecord]
     metrics: SeedMetrics
     # Why the seed was pruned (None unless it was).

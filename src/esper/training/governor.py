@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from esper.checkpoints.run_state import GovernorState
 from esper.contracts.stages import SeedStage, is_active
 from esper.model import MorphogeneticModel
 from esper.training.config import GovernorConfig
@@ -122,12 +123,10 @@ class Governor:
             "snapshot": dict(self.snapshot),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"rollbacks", "loss_history", "divergence_streak", "snapshot_epoch", "snapshot"}
-        if set(state) != expected:
-            raise ValueError(f"governor state: expected keys {sorted(expected)}, got {sorted(state)}")
-        self.rollbacks = int(state["rollbacks"])
-        self.loss_history = [float(v) for v in state["loss_history"]]
-        self.divergence_streak = int(state["divergence_streak"])
-        self.snapshot_epoch = int(state["snapshot_epoch"])
-        self.snapshot = dict(state["snapshot"])
+    def load_state_dict(self, state: GovernorState) -> None:
+        """Restore a validated state (esper.checkpoints.run_state checks types, ranges and the snapshot)."""
+        self.rollbacks = state.rollbacks
+        self.loss_history = list(state.loss_history)
+        self.divergence_streak = state.divergence_streak
+        self.snapshot_epoch = state.snapshot_epoch
+        self.snapshot = dict(state.snapshot)

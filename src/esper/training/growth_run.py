@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from esper.checkpoints.run_state import check_run_fits, check_run_state
 from esper.contracts.actions import Op
 from esper.contracts.gates import GateResult
 from esper.contracts.stages import SeedStage
@@ -349,17 +350,42 @@ class GrowthRun:
             },
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        expected = {"epoch", "history", "optimizers", "governor", "rng"}
-        if set(state) != expected:
-            raise ValueError(f"run state: expected keys {sorted(expected)}, got {sorted(state)}")
-        self.epoch = int(state["epoch"])
-        self.history = {k: [float(v) for v in values] for k, values in state["history"].items()}
+    def load_state_dict(self, state: object) -> None:
+        """Restore `state_dict()` output into this run (built with the checkpoint's config and model).
+
+        Everything is validated first (types, ranges, and agreement with this
+        run's config, model and optimizers): a bad state raises one
+        CheckpointError naming each bad path and leaves the run untouched.
+        """
+        # Idempotent on a freshly built run: the model's seeds already have their optimizers.
         self.optimizers.sync_with_model()
-        self.optimizers.load_state_dict(state["optimizers"])
-        self.governor.load_state_dict(state["governor"])
-        py_version, py_state, py_gauss = state["rng"]["python"]
+        governor = self.config.governor
+        validated = check_run_state(
+            state,
+            epochs=self.epochs,
+            max_rollbacks=governor.max_rollbacks,
+            divergence_consecutive=governor.divergence_consecutive,
+        )
+        check_run_fits(
+            validated,
+            model=self.model,
+            host_optimizer=self.optimizers.host,
+            seed_optimizers=self.optimizers.seeds,
+            max_rollbacks=governor.max_rollbacks,
+        )
+        self.epoch = validated.epoch
+        history = validated.history
+        self.history = {
+            "train_loss": list(history.train_loss),
+            "train_accuracy": list(history.train_accuracy),
+            "val_loss": list(history.val_loss),
+            "val_accuracy": list(history.val_accuracy),
+        }
+        self.optimizers.load_state_dict(validated.optimizers)
+        self.governor.load_state_dict(validated.governor)
+        rng = validated.rng
+        py_version, py_state, py_gauss = rng.python
         random.setstate((py_version, tuple(py_state), py_gauss))
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["rng"]["numpy"]
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng.numpy
         np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-        torch.set_rng_state(state["rng"]["torch"])
+        torch.set_rng_state(rng.torch)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from esper.checkpoints.run_state import OptimizersState, OptimizerState
 from esper.model import MorphogeneticModel
 
 
@@ -80,17 +81,11 @@ class OptimizerSet:
             "seeds": {k: _state_to_primitives(o.state_dict()) for k, o in self.seeds.items()},
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if set(state) != {"host", "seeds"}:
-            raise ValueError(f"optimizer state: expected keys ['host', 'seeds'], got {sorted(state)}")
-        if set(state["seeds"]) != set(self.seeds):
-            raise ValueError(
-                f"optimizer state: seed optimizers {sorted(state['seeds'])} do not match the model's seeds "
-                f"{sorted(self.seeds)}"
-            )
-        self.host.load_state_dict(_state_from_primitives(state["host"], self.host, "host"))
+    def load_state_dict(self, state: OptimizersState) -> None:
+        """Restore a validated state: esper.checkpoints.run_state has checked it against these optimizers."""
+        self.host.load_state_dict(_state_from_primitives(state.host, self.host))
         for slot_id, optimizer in self.seeds.items():
-            optimizer.load_state_dict(_state_from_primitives(state["seeds"][slot_id], optimizer, f"seeds > {slot_id}"))
+            optimizer.load_state_dict(_state_from_primitives(state.seeds[slot_id], optimizer))
 
 
 def _state_to_primitives(state: dict[str, Any]) -> dict[str, Any]:
@@ -104,29 +99,9 @@ def _state_to_primitives(state: dict[str, Any]) -> dict[str, Any]:
     return {"state": state["state"], "param_groups": groups}
 
 
-def _state_from_primitives(state: dict[str, Any], optimizer: torch.optim.Optimizer, where: str) -> dict[str, Any]:
-    """Inverse of `_state_to_primitives`, using the live optimizer's groups for the tuple fields."""
-    if not isinstance(state, dict) or set(state) != {"state", "param_groups"}:
-        found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise ValueError(f"optimizer state {where}: expected keys ['param_groups', 'state'], got {found}")
-    groups = state["param_groups"]
-    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
-        raise ValueError(
-            f"optimizer state {where} > param_groups: expected a list of {len(optimizer.param_groups)} groups, "
-            f"got {groups!r:.80}"
-        )
-    restored = []
-    for index, (saved, live) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
-        if not isinstance(saved, dict):
-            raise ValueError(f"optimizer state {where} > param_groups > [{index}]: expected dict, got {saved!r:.80}")
-        group = dict(saved)
-        for key, value in live.items():
-            if isinstance(value, tuple) and key in group:
-                if not isinstance(group[key], list) or len(group[key]) != len(value):
-                    raise ValueError(
-                        f"optimizer state {where} > param_groups > [{index}] > {key}: expected a list of "
-                        f"{len(value)} numbers, got {group[key]!r:.80}"
-                    )
-                group[key] = tuple(group[key])
-        restored.append(group)
-    return {"state": state["state"], "param_groups": restored}
+def _state_from_primitives(state: OptimizerState, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Inverse of `_state_to_primitives`: the live optimizer's tuple fields become tuples again."""
+    groups = []
+    for saved, live in zip(state.param_groups, optimizer.param_groups, strict=True):
+        groups.append({k: tuple(v) if isinstance(live[k], tuple) else v for k, v in saved.items()})
+    return {"state": dict(state.state), "param_groups": groups}
