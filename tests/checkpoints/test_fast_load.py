@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from esper.checkpoints import CheckpointError, load_model, save_model
 from esper.checkpoints.model_io import model_from_payload, model_payload
-from esper.checkpoints.run_io import load_run, save_run
+from esper.checkpoints.run_io import save_run
 from esper.checkpoints.self_test import STAGES, TINY_HOSTS, staged_model
 from esper.checkpoints.skeleton import (
     _SkeletonMode,
@@ -190,15 +190,16 @@ def test_a_run_checkpoint_model_is_usable_for_training(tmp_path: Path) -> None:
     host = HOSTS["cnn-2d"]
     model = staged_model(host, SeedStage.BLENDING, AlphaAlgorithm.GATE)
     path = tmp_path / "run.pt"
+    # Only the model part is read here (load_run also validates the config and run state, left empty).
     save_run(path, config={}, model=model, run_state={}, controller={}, wall_seconds=1.0)
-    loaded = load_run(path).model
+    loaded = load_model(path)
     assert not [name for name, tensor in every_tensor(loaded).items() if tensor.is_meta]
     optimizer = torch.optim.Adam([p for p in loaded.parameters() if p.requires_grad], lr=0.1)
     loaded.train()
     loaded(host.example_input()).square().mean().backward()
     optimizer.step()
     assert not torch.equal(loaded.host.classifier.weight, model.host.classifier.weight)
-    assert torch.equal(load_run(path).model.host.classifier.weight, model.host.classifier.weight)
+    assert torch.equal(load_model(path).host.classifier.weight, model.host.classifier.weight)
 
 
 # ------------------------------------------------------ skeleton fallbacks
