@@ -207,26 +207,17 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
     except ValueError as error:
         raise CheckpointError.at(config_path, str(error)) from None
     gates = GateConfig.model_validate(section.gates.model_dump())
-    available = host.slot_ids()
-    unknown = [
-        (
-            join_path(where, "slots", index),
-            f"{slot_id!r} is not a slot of the host {join_path(where, 'host')} describes; available: {available}",
-        )
-        for index, slot_id in enumerate(section.slots)
-        if slot_id not in available
-    ]
-    if unknown:
-        raise CheckpointError.many(unknown)
     try:
         model = MorphogeneticModel(host, slots=section.slots, gates=gates, registry=registry)
     except ValueError as error:
-        raise CheckpointError.at(join_path(where, "slots"), str(error)) from None
+        # The slots a host has come from its config: name it too.
+        host_config = join_path(where, "host", "config")
+        raise CheckpointError.at(join_path(where, "slots"), f"{error} (the host of {host_config})") from None
     expected = set(section.slots)
     stored = set(section.seed_slots)
     slots_path = join_path(where, "slots")
     problems = [
-        (join_path(where, f"seed_slots.{sid}"), f"missing required key (the slot is enabled in {slots_path})")
+        (join_path(where, f"seed_slots.{sid}"), "missing required key")
         for sid in sorted(expected - stored)
     ]
     problems += [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import types
 import typing
 from functools import cache
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -29,13 +29,20 @@ from esper.seeds.state import SeedState
 __all__ = ["SlotLifecycle", "StoredSeedState", "all_required", "lifecycle_problems", "restore_slot", "slot_payload"]
 
 
-@cache
-def all_required(model: type[BaseModel]) -> type[BaseModel]:
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def all_required(model: type[ModelT]) -> type[ModelT]:
     """A subclass of `model` in which every field (recursively) is required.
 
     Field types, constraints and validators are kept; only defaults go, so
     reading a checkpoint never fills a missing key in silently.
     """
+    return _all_required(model)  # type: ignore[return-value]  # a subclass of `model`
+
+
+@cache
+def _all_required(model: type[BaseModel]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         annotation = _required_annotation(info.annotation)
