@@ -13,6 +13,7 @@ field, name that field's record).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from esper.checkpoints.model_io import model_payload
 from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.actions import ActionSpace, Op
 from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import Decision
 from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
@@ -179,6 +181,7 @@ def run_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
         run_state=run.state_dict(),
         controller=controller.state_dict(),
         wall_seconds=1.5,
+        events=CommittedEvents(bytes=0, lines=0, sha256=hashlib.sha256().hexdigest()),
     )
     return torch.load(source, weights_only=True), run.splits, directory
 
@@ -197,6 +200,7 @@ def resume(file: Path, splits: Any) -> dict[str, Any]:
         "run": run.state_dict(),
         "controller": controller.state_dict(),
         "wall_seconds": saved.wall_seconds,
+        "events": None if saved.events is None else saved.events.model_dump(),
     }
 
 

@@ -9,6 +9,7 @@ own error). A refused state leaves the GrowthRun it was loaded into untouched.
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from esper.checkpoints import CheckpointError
 from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.actions import Op
 from esper.contracts.alpha import AlphaAlgorithm
+from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import Decision
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
@@ -44,6 +46,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Gro
         run_state=run.state_dict(),
         controller={},
         wall_seconds=2.0,
+        events=CommittedEvents(bytes=0, lines=0, sha256=hashlib.sha256().hexdigest()),
     )
     return torch.load(path, weights_only=True), run, directory
 
@@ -166,6 +169,9 @@ def test_what_needs_the_model_is_checked_before_anything_changes(saved: Any, edi
         target.load_state_dict(checkpoint.run_state)
     assert expected in str(info.value)
     assert (target.epoch, target.history) == before[:2]
-    assert target.governor.state_dict()["rollbacks"] == before[2]["rollbacks"] and not target.governor.snapshot
+    after = target.governor.state_dict()
+    assert after["rollbacks"] == before[2]["rollbacks"] and after["snapshot_epoch"] == before[2]["snapshot_epoch"]
+    assert after["snapshot"].keys() == before[2]["snapshot"].keys()
+    assert all(torch.equal(after["snapshot"][k], v) for k, v in before[2]["snapshot"].items())
     assert torch.equal(torch.get_rng_state(), before[3])
     assert target.optimizers.host.state_dict()["state"] == host_state["state"] == {}
