@@ -52,6 +52,8 @@ def check(op: Op, slot: SeedSlot, *, alpha_target: float | None = None) -> Verdi
         return _ALLOWED
     if op not in _ACTION:
         raise ValueError(f"op: unknown op {op!r}")
+    if op == Op.SET_ALPHA_TARGET and alpha_target is None:
+        raise ValueError("alpha_target: SET_ALPHA_TARGET is judged for a given target, got None")
     if state is None:
         return _refuse(f"cannot {_ACTION[op]}: the slot is DORMANT (no seed)")
     stage, pending = state.stage, slot.pending_prune_reason is not None
@@ -75,8 +77,6 @@ def check(op: Op, slot: SeedSlot, *, alpha_target: float | None = None) -> Verdi
             return _refuse("a scheduled prune is already in progress")
         return _ALLOWED
     # SET_ALPHA_TARGET
-    if alpha_target is None:
-        raise ValueError("alpha_target: SET_ALPHA_TARGET is judged for a given target, got None")
     if stage not in RETARGET_STAGES:
         names = " or ".join(s.name for s in RETARGET_STAGES)
         return _refuse(f"alpha target can change only in {names}, not {stage.name}")
