@@ -48,7 +48,7 @@ def check(op: Op, slot: SeedSlot, *, alpha_target: float | None = None) -> Verdi
     state = slot.state
     if op == Op.GERMINATE:
         if state is not None:
-            return _refuse(f"cannot germinate: stage is {state.stage.name}, not DORMANT")
+            return _refuse(f"cannot germinate: stage is {slot.stage.name}, not DORMANT")
         return _ALLOWED
     if op not in _ACTION:
         raise ValueError(f"op: unknown op {op!r}")
@@ -56,7 +56,7 @@ def check(op: Op, slot: SeedSlot, *, alpha_target: float | None = None) -> Verdi
         raise ValueError("alpha_target: SET_ALPHA_TARGET is judged for a given target, got None")
     if state is None:
         return _refuse(f"cannot {_ACTION[op]}: the slot is DORMANT (no seed)")
-    stage, pending = state.stage, slot.pending_prune_reason is not None
+    stage, pending = slot.stage, slot.pending_prune_reason is not None
     if op == Op.ADVANCE:
         if pending:
             return _refuse("cannot advance: a scheduled prune is in progress")
