@@ -250,7 +250,6 @@ class SeedSlot(nn.Module):
         self.seed = seed
         self.blend_gate = gate
         self.alpha = AlphaController()
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = None
         self.state = SeedState(
             blueprint=blueprint,
@@ -294,7 +293,6 @@ class SeedSlot(nn.Module):
             self._transition(expected, f"gate {result.gate.name} passed")
             if ramp is not None:
                 self.alpha = ramp
-                self._alpha_cache.invalidate()
         return result
 
     def _entry_ramp(self, stage: SeedStage) -> AlphaController | None:
@@ -329,7 +327,6 @@ class SeedSlot(nn.Module):
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot retarget: {error}") from error
         self.alpha = ramp
-        self._alpha_cache.invalidate()
         state.alpha_target = target
         if state.stage == SeedStage.HOLDING:
             self._transition(SeedStage.BLENDING, f"alpha retarget to {target}")
@@ -357,7 +354,6 @@ class SeedSlot(nn.Module):
         for param in self.seed_parameters():
             param.requires_grad_(False)
         self.alpha = ramp
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = reason
 
     def _prune_now(self, reason: str) -> None:
@@ -368,7 +364,6 @@ class SeedSlot(nn.Module):
         self.seed = None
         self.blend_gate = None
         self.alpha = AlphaController()
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = None
         self._transition(SeedStage.PRUNED, reason)
 
@@ -383,10 +378,7 @@ class SeedSlot(nn.Module):
         if is_active(stage) or stage == SeedStage.FOSSILIZED:
             state.metrics.epochs_total += 1
         if stage in (SeedStage.BLENDING, SeedStage.HOLDING):
-            before = self.alpha.alpha
             self.alpha.step()
-            if self.alpha.alpha != before:
-                self._alpha_cache.invalidate()
             if self.pending_prune_reason is not None and self.alpha.at_target:
                 self._prune_now(self.pending_prune_reason)
         elif stage == SeedStage.PRUNED:
