@@ -61,6 +61,8 @@ def check(op: Op, slot: SeedSlot, *, alpha_target: float | None = None) -> Verdi
         if pending:
             return _refuse("cannot advance: a scheduled prune is in progress")
         target = ADVANCE_TARGET.get(stage)
+        if stage == FOSSILIZE_FROM:
+            return _refuse(f"cannot advance from {stage.name}: it leaves by FOSSILIZE, PRUNE or a new alpha target")
         if target is None:
             return _refuse(f"cannot advance from {stage.name}")
         return Verdict(True, "allowed", target)
