@@ -37,6 +37,8 @@ def driven(stage: SeedStage, algorithm: AlphaAlgorithm, blend_steps: int, ramp_l
                 slot.step_epoch()
         if slot.stage == S.HOLDING:
             slot.record_contribution(2.0)
+            assert slot.fossilize().passed
+            continue
         assert slot.advance().passed
     if stage == S.BLENDING and not ramp_left:
         while not slot.alpha.at_target:

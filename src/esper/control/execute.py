@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from esper.contracts.actions import Op
 from esper.contracts.gates import GateResult
 from esper.control.decision import Decision
-from esper.control.legality import GrowthLimits, legal_alpha_targets, legal_blueprints, slot_allows
+from esper.control.legality import GrowthLimits, legal_blueprints, refusal
 from esper.model import MorphogeneticModel
+from esper.seeds.rules import check as rulebook_check
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ def check(
         return f"unknown slot {decision.slot!r}"
     # A germination is costed with its own alpha algorithm (GATE adds a gate's parameters).
     algorithm = decision.alpha_algorithm if decision.op == Op.GERMINATE else None
-    if not slot_allows(model, decision.slot, decision.op, blueprints, limits, algorithm):
-        return f"{decision.op.name} is not allowed on {decision.slot} (stage {model.slot(decision.slot).stage.name})"
+    why = refusal(model, decision.slot, decision.op, blueprints, limits, algorithm)
+    if why is not None:
+        stage = model.slot(decision.slot).stage.name
+        return f"{decision.op.name} is not allowed on {decision.slot} (stage {stage}): {why}"
     if decision.op == Op.GERMINATE and decision.blueprint not in legal_blueprints(
         model, decision.slot, blueprints, limits, algorithm
     ):
@@ -39,10 +42,10 @@ def check(
             f"blueprint {decision.blueprint!r} with {decision.alpha_algorithm.name} is not available "
             f"or does not fit the parameter budget"
         )
-    if decision.op == Op.SET_ALPHA_TARGET and decision.alpha_target not in legal_alpha_targets(
-        model.slot(decision.slot)
-    ):
-        return f"alpha target {decision.alpha_target} is not allowed on {decision.slot} now"
+    if decision.op == Op.SET_ALPHA_TARGET:
+        verdict = rulebook_check(Op.SET_ALPHA_TARGET, model.slot(decision.slot), alpha_target=decision.alpha_target)
+        if not verdict.allowed:
+            return f"alpha target {decision.alpha_target} is not allowed on {decision.slot} now: {verdict.reason}"
     return None
 
 

@@ -22,6 +22,7 @@ from esper.checkpoints.strict import validate
 from esper.contracts.actions import Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.config import StrictConfig, int_enum
+from esper.contracts.lifecycle import ADVANCE_TARGET
 from esper.contracts.stages import SeedStage, is_active
 from esper.control.baselines import check_blueprints, check_decide_args, check_limits
 from esper.control.decision import Decision, EpochSignals
@@ -38,11 +39,6 @@ from esper.seeds.slot import SeedSlot
 
 _FULL_ALPHA = 1.0
 AlgorithmField = int_enum(AlphaAlgorithm)
-_NEXT = {
-    SeedStage.GERMINATED: SeedStage.TRAINING,
-    SeedStage.TRAINING: SeedStage.BLENDING,
-    SeedStage.BLENDING: SeedStage.HOLDING,
-}
 
 
 class HeuristicConfig(StrictConfig):
@@ -218,7 +214,7 @@ class HeuristicController:
             return Decision(Op.ADVANCE, slot=sid, reason=f"{sid}: {slot.stage.name} gate passes, advance")
         state = slot.state
         assert state is not None
-        target = _NEXT[state.stage]
+        target = ADVANCE_TARGET[state.stage]
         gate = evaluate_gate(target, state, slot.alpha, slot.gate_config)
         return _wait(f"{sid}: {state.stage.name} waits for {gate.gate.name} ({gate.message})")
 

@@ -1,9 +1,11 @@
-"""Which lifecycle actions are executable right now: the single source of truth.
+"""Which lifecycle actions are executable right now, for the executor, masks and controllers.
 
-The executor refuses exactly what these functions call illegal, the random
-controller samples only legal actions, and the learned policy's masks are
-built from them — so masks are exact (the reference's were "optimistic").
-ADVANCE and FOSSILIZE are legal only when their gate would pass.
+A slot's structural legality is the rulebook's (`esper.seeds.rules.check`, the same check
+the slot enforces); this module adds only what the slot cannot know: the growth limits
+(live seeds, parameter budget, which blueprints fit) and, for ADVANCE and FOSSILIZE, whether
+the gate the rulebook names would pass now. The executor refuses exactly what these
+functions call illegal, the random controller samples only legal actions, and the learned
+policy's masks are built from them, so a masked-in action always executes.
 """
 
 from __future__ import annotations
@@ -11,18 +13,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from esper.contracts.actions import Op
-from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm, AlphaMode
+from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage, is_active
 from esper.model import MorphogeneticModel
 from esper.seeds.blending import blend_param_count
-from esper.seeds.gates import GATE_FOR_TARGET, evaluate_gate
+from esper.seeds.gates import evaluate_gate
+from esper.seeds.rules import check, legal_alpha_targets
 from esper.seeds.slot import SeedSlot
 
-_ADVANCE_TARGET = {
-    SeedStage.GERMINATED: SeedStage.TRAINING,
-    SeedStage.TRAINING: SeedStage.BLENDING,
-    SeedStage.BLENDING: SeedStage.HOLDING,
-}
+__all__ = [
+    "GrowthLimits",
+    "germination_cost",
+    "legal_alpha_targets",
+    "legal_blueprints",
+    "legal_ops",
+    "legal_slots",
+    "live_seed_count",
+    "refusal",
+    "slot_allows",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ def legal_blueprints(
     a blueprint must fit with every algorithm.
     """
     slot = model.slot(slot_id)
-    if not slot.is_free:
+    if not check(Op.GERMINATE, slot).allowed:
         return []
     room = limits.max_added_params - model.param_counts().seeds
     registry = slot.registry
@@ -74,18 +83,35 @@ def legal_blueprints(
     ]
 
 
-def _ramp_at_rest(slot: SeedSlot) -> bool:
-    return slot.alpha.mode == AlphaMode.HOLD
-
-
-def legal_alpha_targets(slot: SeedSlot) -> list[float]:
-    if slot.state is None or slot.pending_prune_reason is not None or not _ramp_at_rest(slot):
-        return []
-    if slot.stage == SeedStage.BLENDING:
-        return list(ALPHA_TARGETS)
-    if slot.stage == SeedStage.HOLDING:
-        return [t for t in ALPHA_TARGETS if t != slot.alpha.alpha]
-    return []
+def refusal(
+    model: MorphogeneticModel,
+    slot_id: str,
+    op: Op,
+    blueprints: list[str],
+    limits: GrowthLimits,
+    alpha_algorithm: AlphaAlgorithm | None = None,
+) -> str | None:
+    """None when `op` is executable on the slot now, else why not (`alpha_algorithm`: see legal_blueprints)."""
+    slot = model.slot(slot_id)
+    if op == Op.GERMINATE:
+        verdict = check(op, slot)
+        if not verdict.allowed:
+            return verdict.reason
+        if live_seed_count(model) >= limits.max_seeds:
+            return f"the model already has {limits.max_seeds} live seeds"
+        if not legal_blueprints(model, slot_id, blueprints, limits, alpha_algorithm):
+            return "no blueprint is available here or fits the parameter budget"
+        return None
+    if op == Op.SET_ALPHA_TARGET:
+        return None if legal_alpha_targets(slot) else "no alpha target is allowed now"
+    verdict = check(op, slot)
+    if not verdict.allowed:
+        return verdict.reason
+    if verdict.gated_target is None:
+        return None
+    assert slot.state is not None  # the rulebook allows a gated move only with a seed
+    gate = evaluate_gate(verdict.gated_target, slot.state, slot.alpha, slot.gate_config)
+    return None if gate.passed else f"gate {gate.gate.name} refuses: {gate.message}"
 
 
 def slot_allows(
@@ -97,30 +123,7 @@ def slot_allows(
     alpha_algorithm: AlphaAlgorithm | None = None,
 ) -> bool:
     """Whether `op` is executable on the slot now (`alpha_algorithm`: GERMINATE's, see legal_blueprints)."""
-    slot = model.slot(slot_id)
-    stage = slot.stage
-    if op == Op.WAIT:
-        return True
-    if op == Op.GERMINATE:
-        return live_seed_count(model) < limits.max_seeds and bool(
-            legal_blueprints(model, slot_id, blueprints, limits, alpha_algorithm)
-        )
-    if slot.state is None or slot.pending_prune_reason is not None:
-        return False
-    if op == Op.PRUNE:
-        return is_active(stage)
-    if op == Op.SET_ALPHA_TARGET:
-        return bool(legal_alpha_targets(slot))
-    if op == Op.ADVANCE:
-        target = _ADVANCE_TARGET.get(stage)
-    elif op == Op.FOSSILIZE:
-        target = SeedStage.FOSSILIZED if stage == SeedStage.HOLDING else None
-    else:
-        raise ValueError(f"op: unknown op {op!r}")
-    if target is None:
-        return False
-    assert target in GATE_FOR_TARGET
-    return evaluate_gate(target, slot.state, slot.alpha, slot.gate_config).passed
+    return refusal(model, slot_id, op, blueprints, limits, alpha_algorithm) is None
 
 
 def legal_slots(

@@ -1,7 +1,8 @@
 """Exact action masks, built only from esper.control.legality.
 
-Every action the masks admit is executable (legality is the single source of
-truth the executor also checks), so a sampled action is never refused:
+Every action the masks admit is executable (legality asks the lifecycle rulebook the
+slot itself enforces, and the executor checks the same), so a sampled action is never
+refused:
 - op: legal_ops;
 - slot_by_op[op]: legal_slots(op);
 - blueprint_by_slot[slot]: legal_blueprints (empty for occupied slots);

@@ -155,11 +155,11 @@ def straight_through(host: Tensor, seed_out: Tensor) -> Tensor:
 
 
 class AlphaTensorCache:
-    """The single owner of a slot's alpha as a 0-dim tensor (seed 004, SLOT-4).
+    """A slot's alpha as a 0-dim tensor, keyed by its value, device and dtype.
 
-    Rebuilds the tensor only when alpha, device or dtype changes, so the
-    forward pass does not allocate a new tensor every call, and invalidation
-    lives in one place.
+    Rebuilds the tensor only when one of those changes, so the forward pass does
+    not allocate a new tensor every call; being keyed by the value, it never needs
+    invalidating when alpha changes.
     """
 
     def __init__(self) -> None:
@@ -176,7 +176,3 @@ class AlphaTensorCache:
         if self._entry is None or self._entry[0] != key:
             self._entry = (key, torch.tensor(key[0], device=key[1], dtype=dtype))
         return self._entry[1]
-
-    def invalidate(self) -> None:
-        """Drop the cached tensor (e.g. after the slot moved to another device)."""
-        self._entry = None

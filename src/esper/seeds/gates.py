@@ -18,13 +18,14 @@ import math
 
 from esper.contracts.config import StrictConfig
 from esper.contracts.gates import GateLevel, GateResult
+from esper.contracts.lifecycle import GATE_FOR_TARGET
 from esper.contracts.stages import SeedStage
 from esper.seeds.alpha_controller import AlphaController
 from esper.seeds.state import SeedState
 
 
 class GateConfig(StrictConfig):
-    """Gate thresholds; defaults are the reference's."""
+    """Gate thresholds (the rulebook's GATE_FOR_TARGET says which gate guards which move)."""
 
     permissive: bool = False
     g2_min_epochs: int = 3
@@ -34,14 +35,6 @@ class GateConfig(StrictConfig):
     g2_min_gradient_ratio: float = 0.10
     g3_min_epochs: int = 3  # strict mode only
     g5_min_contribution_points: float = 1.0  # strict mode; permissive needs > 0
-
-
-GATE_FOR_TARGET: dict[SeedStage, GateLevel] = {
-    SeedStage.TRAINING: GateLevel.G1,
-    SeedStage.BLENDING: GateLevel.G2,
-    SeedStage.HOLDING: GateLevel.G3,
-    SeedStage.FOSSILIZED: GateLevel.G5,
-}
 
 
 class _Checks:

@@ -80,7 +80,6 @@ def restore_lifecycle(slot: SeedSlot, state: dict) -> None:
     slot.seed = seed
     slot.blend_gate = gate
     slot.alpha = alpha
-    slot._alpha_cache.invalidate()
     slot.state = seed_state
     slot.tick = tick
     slot.pending_prune_reason = pending

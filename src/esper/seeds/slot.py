@@ -1,6 +1,6 @@
 """SeedSlot: one place in the host where a seed can grow, and its lifecycle.
 
-Forward by stage (SPEC "Slot forward"):
+Forward by stage:
 - no seed, GERMINATED, PRUNED, EMBARGOED, RESETTING: exactly the identity;
 - TRAINING: the seed sees `h.detach()` and joins by a straight-through term,
   so the output value equals the host's and the host's gradients are
@@ -22,9 +22,11 @@ import torch
 from torch import Tensor, nn
 
 from esper.blueprints import BlueprintRegistry, default_registry
-from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm, AlphaCurve, AlphaMode
+from esper.contracts.actions import Op
+from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm, AlphaCurve
 from esper.contracts.constants import EMBARGO_EPOCHS
 from esper.contracts.gates import GateLevel, GateResult
+from esper.contracts.lifecycle import FOSSILIZE_TARGET, Verdict
 from esper.contracts.shapes import SlotShape
 from esper.contracts.stages import SeedStage, is_active, is_valid_transition, seed_runs_in_forward
 from esper.seeds.alpha_controller import AlphaController, AlphaControllerError
@@ -33,6 +35,7 @@ from esper.seeds.errors import LifecycleError
 from esper.seeds.gates import GateConfig, evaluate_gate
 from esper.seeds.gradient_health import gradient_norm, gradient_ratio
 from esper.seeds.lifecycle_restore import restore_lifecycle
+from esper.seeds.rules import check
 from esper.seeds.state import SeedMetrics, SeedState, StageRecord
 from esper.seeds.sync import distributed_active, sync_decision
 
@@ -45,13 +48,6 @@ GateListener = Callable[["SeedSlot", SeedStage, GateResult], None]
 # guard on a stage tested with `in frozenset` inside a module's forward, so a
 # compiled model kept running the old stage's graph after a transition.
 _FORWARD_STAGES = tuple(stage for stage in SeedStage if seed_runs_in_forward(stage))
-
-_NEXT_STAGE = {
-    SeedStage.GERMINATED: SeedStage.TRAINING,
-    SeedStage.TRAINING: SeedStage.BLENDING,
-    SeedStage.BLENDING: SeedStage.HOLDING,
-    SeedStage.HOLDING: SeedStage.FOSSILIZED,
-}
 
 
 class SeedSlot(nn.Module):
@@ -184,6 +180,13 @@ class SeedSlot(nn.Module):
             self._forced_alpha = None
 
     # -------------------------------------------------------------- lifecycle
+    def _enforce(self, op: Op, *, alpha_target: float | None = None) -> Verdict:
+        """The rulebook's verdict on `op` here and now; a refusal raises before anything changes."""
+        verdict = check(op, self, alpha_target=alpha_target)
+        if not verdict.allowed:
+            raise LifecycleError(f"slot {self.slot_id}: {verdict.reason}")
+        return verdict
+
     def _check_transition(self, target: SeedStage) -> None:
         state = self.state
         assert state is not None
@@ -215,10 +218,7 @@ class SeedSlot(nn.Module):
         device: torch.device | str | None = None,
     ) -> GateResult:
         """G0: validate everything, probe the seed's shape, then plant it."""
-        if self.state is not None:
-            raise LifecycleError(
-                f"slot {self.slot_id}: cannot germinate: stage is {self.state.stage.name}, not DORMANT"
-            )
+        self._enforce(Op.GERMINATE)
         if not isinstance(alpha_algorithm, AlphaAlgorithm):
             raise LifecycleError(
                 f"slot {self.slot_id}: alpha_algorithm must be an AlphaAlgorithm, got {alpha_algorithm!r}"
@@ -250,7 +250,6 @@ class SeedSlot(nn.Module):
         self.seed = seed
         self.blend_gate = gate
         self.alpha = AlphaController()
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = None
         self.state = SeedState(
             blueprint=blueprint,
@@ -272,16 +271,18 @@ class SeedSlot(nn.Module):
         The gate decision goes through the distributed sync point so every rank
         takes rank 0's decision. A failed gate changes nothing.
         """
-        state = self._require_state("advance")
-        if self.pending_prune_reason is not None:
-            raise LifecycleError(f"slot {self.slot_id}: cannot advance: a scheduled prune is in progress")
-        expected = _NEXT_STAGE.get(state.stage)
-        if expected is None:
-            raise LifecycleError(f"slot {self.slot_id}: cannot advance from {state.stage.name}")
+        expected = self._enforce(Op.ADVANCE).gated_target
+        assert expected is not None  # an allowed ADVANCE always names where it goes
         if target is not None and target != expected:
             raise LifecycleError(
-                f"slot {self.slot_id}: advance from {state.stage.name} goes to {expected.name}, not {target.name}"
+                f"slot {self.slot_id}: advance from {self.stage.name} goes to {expected.name}, not {target.name}"
             )
+        return self._gated_move(expected)
+
+    def _gated_move(self, expected: SeedStage) -> GateResult:
+        """Move to `expected` if its gate passes (the rulebook has allowed the move)."""
+        state = self.state
+        assert state is not None
         # Everything the transition needs is planned before the gate runs, so a passed gate
         # never leaves the slot half-moved (in BLENDING with the ramp refused, alpha stuck at 0).
         ramp = self._entry_ramp(expected)
@@ -292,7 +293,6 @@ class SeedSlot(nn.Module):
             self._transition(expected, f"gate {result.gate.name} passed")
             if ramp is not None:
                 self.alpha = ramp
-                self._alpha_cache.invalidate()
         return result
 
     def _entry_ramp(self, stage: SeedStage) -> AlphaController | None:
@@ -309,36 +309,17 @@ class SeedSlot(nn.Module):
         return ramp
 
     def fossilize(self) -> GateResult:
-        state = self._require_state("fossilize")
-        if state.stage != SeedStage.HOLDING:
-            raise LifecycleError(
-                f"slot {self.slot_id}: cannot fossilize from {state.stage.name}, only from HOLDING"
-            )
-        return self.advance(SeedStage.FOSSILIZED)
+        """HOLDING -> FOSSILIZED if G5 passes (through the same sync point as `advance`)."""
+        self._enforce(Op.FOSSILIZE)
+        return self._gated_move(FOSSILIZE_TARGET)
 
     def set_alpha_target(
         self, target: float, *, steps: int, curve: AlphaCurve = AlphaCurve.LINEAR, steepness: float = 12.0
     ) -> None:
         """Retarget the blend (BLENDING with the ramp at rest, or HOLDING -> BLENDING)."""
-        state = self._require_state("set the alpha target")
-        if state.stage not in (SeedStage.BLENDING, SeedStage.HOLDING):
-            raise LifecycleError(
-                f"slot {self.slot_id}: alpha target can change only in BLENDING or HOLDING, not {state.stage.name}"
-            )
-        if self.pending_prune_reason is not None:
-            raise LifecycleError(f"slot {self.slot_id}: cannot retarget during a scheduled prune")
-        if target not in ALPHA_TARGETS:
-            raise LifecycleError(
-                f"slot {self.slot_id}: alpha target must be one of {ALPHA_TARGETS}, got {target!r}"
-            )
-        if self.alpha.mode != AlphaMode.HOLD:
-            raise LifecycleError(
-                f"slot {self.slot_id}: alpha is still ramping ({self.alpha.mode.name}); retarget only from HOLD"
-            )
-        if state.stage == SeedStage.HOLDING and target == self.alpha.alpha:
-            raise LifecycleError(f"slot {self.slot_id}: alpha is already {target}")
-        if state.stage == SeedStage.HOLDING:
-            self._check_transition(SeedStage.BLENDING)
+        self._enforce(Op.SET_ALPHA_TARGET, alpha_target=target)
+        state = self.state
+        assert state is not None  # the rulebook refuses a retarget without a seed
         # Planned on a copy: the slot changes only once every check has passed.
         ramp = copy.copy(self.alpha)
         try:
@@ -346,7 +327,6 @@ class SeedSlot(nn.Module):
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot retarget: {error}") from error
         self.alpha = ramp
-        self._alpha_cache.invalidate()
         state.alpha_target = target
         if state.stage == SeedStage.HOLDING:
             self._transition(SeedStage.BLENDING, f"alpha retarget to {target}")
@@ -356,14 +336,9 @@ class SeedSlot(nn.Module):
     ) -> None:
         """Remove the seed. steps == 0: now. steps > 0: ramp alpha to 0 with the
         seed frozen, then prune (only meaningful once alpha > 0)."""
-        state = self._require_state("prune")
-        if not is_active(state.stage):
-            raise LifecycleError(f"slot {self.slot_id}: cannot prune from {state.stage.name}")
-        if self.pending_prune_reason is not None:
-            raise LifecycleError(f"slot {self.slot_id}: a scheduled prune is already in progress")
+        self._enforce(Op.PRUNE)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise LifecycleError(f"slot {self.slot_id}: prune steps must be an int >= 0, got {steps!r}")
-        self._check_transition(SeedStage.PRUNED)
         if steps == 0 or self.alpha.alpha == 0.0:
             self._prune_now(reason)
             return
@@ -379,7 +354,6 @@ class SeedSlot(nn.Module):
         for param in self.seed_parameters():
             param.requires_grad_(False)
         self.alpha = ramp
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = reason
 
     def _prune_now(self, reason: str) -> None:
@@ -390,7 +364,6 @@ class SeedSlot(nn.Module):
         self.seed = None
         self.blend_gate = None
         self.alpha = AlphaController()
-        self._alpha_cache.invalidate()
         self.pending_prune_reason = None
         self._transition(SeedStage.PRUNED, reason)
 
@@ -405,10 +378,7 @@ class SeedSlot(nn.Module):
         if is_active(stage) or stage == SeedStage.FOSSILIZED:
             state.metrics.epochs_total += 1
         if stage in (SeedStage.BLENDING, SeedStage.HOLDING):
-            before = self.alpha.alpha
             self.alpha.step()
-            if self.alpha.alpha != before:
-                self._alpha_cache.invalidate()
             if self.pending_prune_reason is not None and self.alpha.at_target:
                 self._prune_now(self.pending_prune_reason)
         elif stage == SeedStage.PRUNED:
