@@ -1,0 +1,61 @@
+"""Decentralised PPO: each rank holds its share of the environments; what the update reads is global.
+
+- Normaliser statistics: the observations (and rewards) of every rank are gathered, in rank
+  order, before a normaliser is updated, so every rank's normaliser equals the one a single
+  process with all the environments would hold.
+- Advantage normalisation uses the global mean and standard deviation (summed moments).
+- Gradients are averaged over the ranks before clipping and the optimizer step, so every
+  rank's policy stays identical. Each rank's minibatch is a mean over its own samples; ranks
+  hold equal shares, so the average of the ranks' gradients is the gradient of the global mean.
+- Early stopping on the KL reads the global mean KL, so every rank stops at the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from esper.distributed.collectives import all_reduce_sums
+from esper.distributed.group import rank, world_size
+
+
+def gather_rows(local: Tensor) -> Tensor:
+    """Every rank's `local` (equal shapes), concatenated along dim 0 in rank order."""
+    parts = [torch.empty_like(local) for _ in range(world_size())]
+    dist.all_gather(parts, local.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def local_rows(global_rows: Tensor) -> Tensor:
+    """This rank's slice of a tensor gathered with `gather_rows`."""
+    share = global_rows.shape[0] // world_size()
+    return global_rows[rank() * share : (rank() + 1) * share]
+
+
+def normalize_advantages(advantages: Tensor) -> Tensor:
+    flat = advantages.detach().double()
+    total, squares, count = all_reduce_sums([float(flat.sum()), float((flat * flat).sum()), flat.numel()])
+    mean = total / count
+    std = max(squares / count - mean * mean, 0.0) ** 0.5
+    return (advantages - mean) / (std + 1e-8)
+
+
+def global_mean(value: float) -> float:
+    return all_reduce_sums([value])[0] / world_size()
+
+
+def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
+    """Average the gradients over the ranks (one flat all-reduce)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
