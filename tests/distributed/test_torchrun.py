@@ -155,3 +155,41 @@ def test_resume_across_world_sizes(tmp_path: Path) -> None:
     assert all(torch.isfinite(t).all() for t in final.model.state_dict().values() if t.is_floating_point())
     assert [e["epoch"] for e in (json.loads(x) for x in (tmp_path / "b" / "events.jsonl").read_text().splitlines())
             if e["type"] == "epoch_metrics"] == [1, 2, 3, 4, 5]
+
+
+PPO_CONFIG = """envs = 2
+rounds = 2
+episode_length = 3
+workers = 0
+[train]
+max_batches_per_epoch = 2
+[ppo]
+n_minibatches = 1
+[imitation]
+rounds = 1
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(200)
+def test_distributed_ppo_rank_zero_writes_everything(tmp_path: Path) -> None:
+    (tmp_path / "ppo.toml").write_text(PPO_CONFIG, encoding="utf-8")
+    result = _run(
+        _standalone(2, "-m", "esper", "ppo", "--config", "ppo.toml", "--out", "agent", "--no-progress"),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("2 rounds done") == 1  # rank 0 alone reports
+    events = [json.loads(line) for line in (tmp_path / "agent" / "events.jsonl").read_text().splitlines()]
+    # Each rank ran one of the two environments; rank 0 wrote both environments' events.
+    assert {e["env"] for e in events if e["type"] == "reward_computed"} == {0, 1}
+    assert sum(e["type"] == "ppo_update" for e in events) == 2
+    assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["agent.pt", "events.jsonl", "learning.png"]
+    # The agent resumes on one process.
+    more = _run(
+        [sys.executable, "-m", "esper", "ppo", "--resume", "agent/agent.pt", "--config", "ppo.toml", "--rounds", "3",
+         "--no-progress"],
+        cwd=tmp_path,
+    )
+    assert more.returncode == 0, more.stderr[-2000:]
+    assert "3 rounds done" in more.stdout

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from esper.distributed.collectives import all_reduce_sums
 from esper.distributed.group import rank, world_size
+from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 
 
 def gather_rows(local: Tensor) -> Tensor:
@@ -59,3 +60,16 @@ def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
     for g in grads:
         g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
+
+
+def update_obs_normalizer(normalizer: RunningMeanStd, raw: Tensor) -> None:
+    """Fold every rank's observations (rank order = env order) into `normalizer`."""
+    normalizer.update(gather_rows(raw))
+
+
+def update_reward_normalizer(normalizer: RewardNormalizer, reward: Tensor, done: Tensor) -> Tensor:
+    """Advance the normaliser, which holds every env's return, with all ranks' rewards; returns this
+    rank's normalised rewards."""
+    all_rewards = gather_rows(reward)
+    normalizer.update(all_rewards, gather_rows(done))
+    return local_rows(normalizer.normalize(all_rewards))

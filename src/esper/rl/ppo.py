@@ -101,7 +101,10 @@ class PPOTrainer:
             return raw
         if update:
             # Under torchrun every rank folds in all ranks' observations (rank order = env order).
-            self.obs_normalizer.update(dppo.gather_rows(raw) if distributed.active() else raw)
+            if distributed.active():
+                dppo.update_obs_normalizer(self.obs_normalizer, raw)
+            else:
+                self.obs_normalizer.update(raw)
         return self.obs_normalizer.normalize(raw)
 
     @torch.no_grad()
@@ -123,10 +126,7 @@ class PPOTrainer:
             next_obs_raw, reward, done, next_masks = env.step(out.actions)
             reward_norm = reward
             if self.reward_normalizer is not None and distributed.active():
-                # The normaliser holds every env's return: it sees all ranks' rewards, in env order.
-                all_rewards = dppo.gather_rows(reward)
-                self.reward_normalizer.update(all_rewards, dppo.gather_rows(done))
-                reward_norm = dppo.local_rows(self.reward_normalizer.normalize(all_rewards))
+                reward_norm = dppo.update_reward_normalizer(self.reward_normalizer, reward, done)
             elif self.reward_normalizer is not None:
                 self.reward_normalizer.update(reward, done)
                 reward_norm = self.reward_normalizer.normalize(reward)
