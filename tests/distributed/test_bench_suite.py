@@ -12,7 +12,7 @@ from esper.bench.timing import BenchSettings, TimingPlan
 @pytest.mark.timeout(300)
 def test_distributed_suite_shape() -> None:
     result = distributed_scaling(BenchSettings(plan=TimingPlan(warmup=0, rounds=1, min_sample_ms=0.0), tiny=True))
-    assert set(result) == {"ddp_train_speedup", "ppo_useful_share"}
+    assert set(result) == {"ddp_train_speedup", "ddp_ppo_speedup", "ppo_useful_share"}
     assert result["ddp_train_speedup"]["goal"] == SCALING_GOAL
     assert result["ppo_useful_share"]["goal"] == USEFUL_SHARE_GOAL
     for metric in result.values():

@@ -4,6 +4,9 @@
   batches per epoch, so the same total work) under `torchrun --nproc-per-node 2` vs
   `--nproc-per-node 1`, interleaved; times are the runs' own wall clock (summary.json's
   wall_seconds: training, validation, decisions, checkpoints; not process start-up).
+- ddp_ppo_speedup: the same `esper ppo` run (4 environments in the ranks' own processes, the
+  same rounds) under `torchrun --nproc-per-node 2` (2 environments per rank) vs 1; times are the
+  sum of the rounds' wall_seconds recorded in the agent (rollout + update; not start-up).
 - ppo_useful_share: in one PPO round (environments in this process), the time spent training
   the environments' host models (GrowthRun.train_epoch) over the round's wall time; the rest is
   observation/reward building, policy inference, the PPO update and overhead. Reported as a
@@ -83,6 +86,57 @@ def _train_scaling(settings: BenchSettings) -> dict[str, Any]:
     )
 
 
+PPO_BENCH_CONFIG = """envs = 4
+rounds = {rounds}
+episode_length = {length}
+workers = 0
+[train]
+max_batches_per_epoch = {batches}
+[ppo]
+n_minibatches = 2
+[imitation]
+rounds = 0
+"""
+
+
+def _torchrun_ppo(nproc: int, config: Path, out: Path) -> float:
+    from esper.checkpoints.agent_io import load_agent
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+        "-m", "esper", "ppo", "--config", str(config), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        tail = result.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        raise BenchError(f"torchrun --nproc-per-node {nproc} esper ppo failed: {tail[0]}")
+    history = load_agent(out / "agent.pt").meta.history
+    return sum(float(h["wall_seconds"]) for h in history) * 1000.0
+
+
+def _ppo_scaling(settings: BenchSettings) -> dict[str, Any]:
+    rounds = 1 if settings.tiny or settings.plan.rounds <= 3 else 3
+    one: list[float] = []
+    two: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="esper-bench-dppo-") as tmp:
+        config = Path(tmp) / "ppo.toml"
+        text = PPO_BENCH_CONFIG.format(
+            rounds=1 if settings.tiny else 2, length=2 if settings.tiny else 5, batches=1 if settings.tiny else 20
+        )
+        config.write_text(text, encoding="utf-8")
+        for index in range(rounds):
+            one.append(_torchrun_ppo(1, config, Path(tmp) / f"one-{index}"))
+            two.append(_torchrun_ppo(2, config, Path(tmp) / f"two-{index}"))
+    timing = PairTiming(ours_ms=tuple(two), plain_ms=tuple(one), calls=1, warmup=0, clock="wall")
+    return summarise(
+        {"mnist1d-blind-4-envs": (f"1 process / 2 processes, same envs and rounds; {_load()}", timing)},
+        kind="speedup",
+        goal=SCALING_GOAL,
+        definition="wall time of esper ppo rounds on 1 process / on 2 processes (torchrun, decentralised PPO)",
+    )
+
+
 @contextmanager
 def _timed_host_training(total: list[float]) -> Iterator[None]:
     from esper.training.growth_run import GrowthRun
@@ -139,4 +193,8 @@ def _ppo_share(settings: BenchSettings) -> dict[str, Any]:
 
 
 def distributed_scaling(settings: BenchSettings) -> dict[str, dict[str, Any]]:
-    return {"ddp_train_speedup": _train_scaling(settings), "ppo_useful_share": _ppo_share(settings)}
+    return {
+        "ddp_train_speedup": _train_scaling(settings),
+        "ddp_ppo_speedup": _ppo_scaling(settings),
+        "ppo_useful_share": _ppo_share(settings),
+    }

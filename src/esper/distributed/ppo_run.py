@@ -13,8 +13,15 @@ import torch.distributed as dist
 from esper.distributed.group import active, rank, world_size
 
 
+class _PPOSettings(Protocol):
+    n_minibatches: int
+
+
 class _EnvCount(Protocol):
     envs: int
+
+    @property
+    def ppo(self) -> _PPOSettings: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,11 @@ def env_share(config: _EnvCount) -> EnvShare:
             f"(use a multiple of {world})"
         )
     count = config.envs // world
+    if config.ppo.n_minibatches > count:
+        raise DistributedPPOError(
+            f"ppo.n_minibatches: {config.ppo.n_minibatches} minibatches need at least as many environments "
+            f"per rank, and each of the {world} ranks has {count}"
+        )
     return EnvShare(offset=rank() * count, count=count)
 
 
