@@ -13,7 +13,7 @@ from esper.distributed.group import DistributedSetupError, active, init_from_env
 def torchrun_rank(device: str, *, command: str) -> Iterator[None]:
     """Inside: this process is one rank of torchrun's job (or a plain process outside torchrun).
 
-    A rank that raises leaves with its error on stderr, prefixed with its rank; torchrun's
+    A rank that raises leaves with its error on one stderr line naming its rank (exit status 1); torchrun's
     agent then stops the other ranks, so the job ends instead of waiting in a collective
     (a collective that still waits fails after ESPER_DIST_TIMEOUT seconds).
     """
@@ -24,9 +24,11 @@ def torchrun_rank(device: str, *, command: str) -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if active():
-            print(_line(command, f"rank {rank()} failed: {type(error).__name__}: {error}"), file=sys.stderr, flush=True)
-        raise
+        if not active():
+            raise
+        # One line, not a traceback per rank; torchrun reports which rank exited and stops the others.
+        print(_line(command, f"rank {rank()} failed: {type(error).__name__}: {error}"), file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
     finally:
         if joined:
             shutdown()
