@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import torch
@@ -18,9 +20,24 @@ class DistributedSetupError(RuntimeError):
     """The torchrun environment is incomplete or inconsistent."""
 
 
+_local_depth = 0
+
+
 def active() -> bool:
-    """A process group with more than one rank is initialised."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """A process group with more than one rank is initialised, and this code is not in a `local_scope`."""
+    return _local_depth == 0 and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def local_scope() -> Iterator[None]:
+    """Inside: this rank's own work, which takes part in no collective (e.g. the host-model training
+    of a PPO environment: each rank's environments are independent runs)."""
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
 
 
 def rank() -> int:

@@ -49,17 +49,30 @@ def global_mean(value: float) -> float:
 
 
 def average_gradients(parameters: Iterable[nn.Parameter]) -> None:
-    """Average the gradients over the ranks (one flat all-reduce)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    """Average the gradients over the ranks (one flat all-reduce).
+
+    A parameter may have a gradient on one rank and none on another (a head that no action of
+    that rank's minibatch used): missing gradients count as zeros, and a parameter keeps no
+    gradient only where no rank produced one, so every rank's optimizer steps the same parameters.
+    """
+    params = list(parameters)
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32)
+    flat = torch.cat(
+        [present] + [(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).float() for p in params]
+    )
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size()
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
-        offset += g.numel()
+    offset = len(params)
+    for index, p in enumerate(params):
+        chunk = flat[offset : offset + p.numel()]
+        offset += p.numel()
+        if flat[index] == 0:
+            p.grad = None
+            continue
+        averaged = (chunk / world_size()).view_as(p).to(p.dtype)
+        if p.grad is None:
+            p.grad = averaged.clone()
+        else:
+            p.grad.copy_(averaged)
 
 
 def update_obs_normalizer(normalizer: RunningMeanStd, raw: Tensor) -> None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from esper.distributed.group import local_scope
 from esper.rl.distributions import ActionMasks
 from esper.rl.environment import EnvConfig, GrowthEnv
 from esper.rl.masks import masks_from_arrays, masks_to_arrays
@@ -242,7 +243,9 @@ class VectorGrowthEnv:
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         """Send every worker its payload first, then collect the answers (so workers run in parallel)."""
         if self._local is not None:
-            return [getattr(self._local, command)(payloads[0])]
+            # The environments' runs are this rank's own, even under torchrun (decentralised PPO).
+            with local_scope():
+                return [getattr(self._local, command)(payloads[0])]
         for conn, payload in zip(self._conns, payloads, strict=True):
             conn.send((command, payload))
         return [self._receive(worker, conn) for worker, conn in enumerate(self._conns)]
