@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ def torchrun_rank(device: str, *, command: str) -> Iterator[None]:
         raise SystemExit(1) from None
     finally:
         if joined:
+            # DDP wrappers left in reference cycles (a run and its listeners) must go before the
+            # process group: destroyed after it, at interpreter exit, their reducer aborts the process.
+            gc.collect()
             shutdown()
 
 
