@@ -98,7 +98,7 @@ def test_document_header(full_run: tuple[dict[str, Any], str, Path]) -> None:
 def test_every_metric_is_a_positive_finite_number(full_run: tuple[dict[str, Any], str, Path]) -> None:
     document, _, _ = full_run
     assert list(document["results"]) == list(MODEL_SUITES)
-    assert set(MODEL_SUITES) | {"rl_throughput"} == set(runner.suite_names())
+    assert set(MODEL_SUITES) | {"rl_throughput", "distributed"} == set(runner.suite_names())
     metrics = {name: m for suite in document["results"].values() for name, m in suite.items()}
     assert sorted(metrics) == sorted(ALL_METRICS)
     for name, metric in metrics.items():

@@ -24,6 +24,7 @@ from rich.table import Table
 
 import esper
 from esper.bench.checkpoint_cost import checkpoint_cost
+from esper.bench.distributed_scaling import distributed_scaling
 from esper.bench.machine import describe_machine
 from esper.bench.model_overhead import dormant_overhead, fossilized_overhead, fused_counterfactual_speedup
 from esper.bench.rl_throughput import rl_throughput
@@ -57,6 +58,7 @@ SUITES: tuple[Suite, ...] = (
     Suite("checkpoint", checkpoint_cost, "esper.save_model / load_model vs torch.save / torch.load"),
     Suite("fused_counterfactual", fused_counterfactual_speedup, "fused_forward vs K forwards"),
     Suite("rl_throughput", rl_throughput, "K vectorised growth environments vs K separate runs"),
+    Suite("distributed", distributed_scaling, "esper train on 2 processes vs 1 (torchrun); useful share of PPO"),
 )
 
 # Many short rounds: a per-round ratio median needs many rounds to be precise.

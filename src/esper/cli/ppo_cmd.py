@@ -100,7 +100,17 @@ def format_imitation(summary: dict[str, float]) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from esper.distributed.launch import torchrun_rank
+
+    # The PPO policy and its environments' host models run on the CPU.
+    with torchrun_rank("cpu", command="esper ppo"):
+        return _handle(args)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from esper import distributed
     from esper.checkpoints.agent_io import AgentMismatchError
+    from esper.distributed.ppo_run import DistributedPPOError
     from esper.rl.training import AGENT_NAME, PPORunConfig, config_error_message, train_ppo
 
     err = Console(stderr=True, soft_wrap=True)
@@ -127,6 +137,9 @@ def handle(args: argparse.Namespace) -> int:
         err.print(f"[red]esper ppo: --task: unknown task {config.task!r}; "
                   f"available: {', '.join(default_tasks().names())}[/red]", highlight=False)
         return 2
+    if args.watch and distributed.active():
+        err.print("[red]esper ppo: --watch is not available under torchrun; run `esper watch DIR` beside it[/red]")
+        return 2
     if args.watch:
         from esper.ui.watch import launch
 
@@ -135,7 +148,7 @@ def handle(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
             return 2
         return launch.run_with_dashboard(args.argv, out, title=f"esper ppo {config.task} → {out}")
-    live = sys.stdout.isatty() and not args.no_progress
+    live = sys.stdout.isatty() and not args.no_progress and distributed.is_main()
     progress = Progress(
         TextColumn("[bold]esper ppo[/bold] {task.description}"),
         BarColumn(),
@@ -165,12 +178,14 @@ def handle(args: argparse.Namespace) -> int:
     try:
         with progress:
             history = train_ppo(config, out, resume=args.resume, on_round=on_round, on_imitation=on_imitation)
-    except (CheckpointError, AgentMismatchError) as error:
+    except (CheckpointError, AgentMismatchError, DistributedPPOError) as error:
         err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
         return 2
     except KeyboardInterrupt:
         err.print(f"\ninterrupted: resume with  esper ppo --resume {out / AGENT_NAME} --rounds {config.rounds}")
         return 130
+    if not distributed.is_main():
+        return 0
     if ran:
         print(f"{len(history)} rounds done · outputs in {out}/", flush=True)
     else:

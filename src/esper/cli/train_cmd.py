@@ -113,9 +113,12 @@ def _os_error_behind(error: BaseException) -> OSError | None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from esper.distributed.launch import torchrun_rank
+
     fallback = args.out or (args.resume.parent if args.resume else Path("."))
     try:
-        return _handle(args)
+        with torchrun_rank(args.device or "cpu", command="esper train"):
+            return _handle(args)
     except OSError as error:
         return _fail(_os_error(error, fallback))
     except RuntimeError as error:
@@ -149,16 +152,25 @@ def _handle(args: argparse.Namespace) -> int:
         return _fail(str(error))
     labels = {key: str(args.config) for key in file_values}
     labels.update({key: _FLAGS[key] for key, value in flags.items() if value is not None})
+    from esper import distributed
+
     if args.resume is not None:
         out = args.out if args.out is not None else args.resume.parent
     else:
-        out = args.out or _default_out(config.task, config.controller, config.seed, args.overwrite)
+        out = args.out or distributed.on_main(
+            lambda: _default_out(config.task, config.controller, config.seed, args.overwrite)
+        )
     try:
-        inputs = validate_run_inputs(config, out, resume=args.resume, overwrite=args.overwrite, labels=labels)
+        # Under torchrun rank 0 checks the run directory and every rank takes its verdict.
+        inputs = distributed.on_main(
+            lambda: validate_run_inputs(config, out, resume=args.resume, overwrite=args.overwrite, labels=labels)
+        )
     except (RunInputError, CheckpointError, AgentMismatchError) as error:
         return _fail(str(error))
     if inputs.nothing_to_do:
-        written = complete_outputs(inputs.out_dir)
+        written = distributed.on_main(lambda: complete_outputs(inputs.out_dir))
+        if not distributed.is_main():
+            return 0
         finished = f" (wrote the missing {', '.join(written)})" if written else ""
         print(
             f"nothing to do: the run in {inputs.out_dir}/ already trained {inputs.trained_epochs} of "
@@ -166,6 +178,8 @@ def _handle(args: argparse.Namespace) -> int:
         )
         return 0
     config = inputs.config
+    if args.watch and distributed.active():
+        return _fail("--watch is not available under torchrun; run `esper watch RUN_DIR` beside it")
     if args.watch:
         from esper.ui.watch import launch
 
@@ -178,7 +192,7 @@ def _handle(args: argparse.Namespace) -> int:
     progress = TrainingProgress(
         total_epochs=inputs.total_epochs,
         title=f"esper train {config.task} · {config.controller}",
-        enabled=not args.no_progress,
+        enabled=not args.no_progress and distributed.is_main(),
     )
     try:
         with progress:
@@ -187,7 +201,7 @@ def _handle(args: argparse.Namespace) -> int:
                 out_dir=inputs.out_dir,
                 resume=args.resume,
                 stop_after=args.stop_after,
-                extra_backends=[progress],
+                extra_backends=[progress] if distributed.is_main() else [],
                 overwrite=args.overwrite,
             )
     except (ValueError, CheckpointError) as error:
@@ -200,6 +214,8 @@ def _handle(args: argparse.Namespace) -> int:
             message = f"interrupted before the run's first checkpoint: nothing in {inputs.out_dir}/ to resume"
         print("\n" + message, file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    if not distributed.is_main():
+        return 0 if not summary["finish_reason"].startswith(GOVERNOR_ABORT) else EXIT_GOVERNOR_ABORT
     if summary["finish_reason"].startswith(GOVERNOR_ABORT):
         return _fail_with(EXIT_GOVERNOR_ABORT, f"{summary['finish_reason']}; outputs in {inputs.out_dir}/")
     seeds = ", ".join(f"{s['slot']}:{s['blueprint']}→{s['outcome']}" for s in summary["seeds"]) or "none"

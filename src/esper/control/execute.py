@@ -10,6 +10,7 @@ from esper.control.decision import Decision
 from esper.control.legality import GrowthLimits, legal_blueprints, refusal
 from esper.model import MorphogeneticModel
 from esper.seeds.rules import check as rulebook_check
+from esper.seeds.sync import sync_decision
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,9 @@ def check(
 def execute(
     model: MorphogeneticModel, decision: Decision, blueprints: list[str], limits: GrowthLimits
 ) -> Outcome:
-    problem = check(model, decision, blueprints, limits)
+    # Legality (ADVANCE/FOSSILIZE: the gate) is judged once, on rank 0, under torchrun: a rank
+    # that refused on its own evaluation would skip the collective the others enter.
+    problem = sync_decision(check(model, decision, blueprints, limits))
     if problem is not None:
         return Outcome(False, problem)
     op, slot = decision.op, decision.slot

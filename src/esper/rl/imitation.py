@@ -28,8 +28,10 @@ from typing import Any
 import torch
 from pydantic import Field, field_validator
 
+from esper import distributed
 from esper.contracts.actions import HEAD_INDEX, Op
 from esper.contracts.config import StrictConfig
+from esper.distributed import ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.ppo import PPOTrainer
 from esper.rl.vector_env import VectorGrowthEnv
@@ -70,12 +72,16 @@ def collect_demonstrations(
             buffer = RolloutBuffer(n, episode_length, policy.obs_dim, policy.action_space)
             buffer.start(policy.initial_state(n))
             for _ in range(episode_length):
-                if trainer.obs_normalizer is not None:
+                if trainer.obs_normalizer is not None and distributed.active():
+                    dppo.update_obs_normalizer(trainer.obs_normalizer, obs_raw)
+                elif trainer.obs_normalizer is not None:
                     trainer.obs_normalizer.update(obs_raw)
                 actions = vec.expert_actions(config.expert)
                 next_obs_raw, reward, done, next_masks = vec.step(actions)
                 reward_norm = reward
-                if trainer.reward_normalizer is not None:
+                if trainer.reward_normalizer is not None and distributed.active():
+                    reward_norm = dppo.update_reward_normalizer(trainer.reward_normalizer, reward, done)
+                elif trainer.reward_normalizer is not None:
                     trainer.reward_normalizer.update(reward, done)
                     reward_norm = trainer.reward_normalizer.normalize(reward)
                 buffer.add(obs_raw, actions, zeros, zeros, reward, reward_norm, done, masks)
@@ -118,6 +124,8 @@ def behaviour_clone(
                 loss = bc_loss + config.value_coef * value_loss
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if distributed.active():  # decentralised: every rank's policy takes the same step
+                    dppo.average_gradients(policy.parameters())
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), trainer.config.max_grad_norm)
                 optimizer.step()
                 with torch.no_grad():

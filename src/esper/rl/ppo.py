@@ -20,8 +20,10 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from esper import distributed
 from esper.contracts.actions import HEAD_INDEX
 from esper.contracts.config import StrictConfig
+from esper.distributed import ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.distributions import ActionMasks, credit_matrix
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd, check_state_keys
@@ -98,7 +100,11 @@ class PPOTrainer:
         if self.obs_normalizer is None:
             return raw
         if update:
-            self.obs_normalizer.update(raw)
+            # Under torchrun every rank folds in all ranks' observations (rank order = env order).
+            if distributed.active():
+                dppo.update_obs_normalizer(self.obs_normalizer, raw)
+            else:
+                self.obs_normalizer.update(raw)
         return self.obs_normalizer.normalize(raw)
 
     @torch.no_grad()
@@ -119,7 +125,9 @@ class PPOTrainer:
             out = self.policy.act(obs, state, masks, generator=generator)
             next_obs_raw, reward, done, next_masks = env.step(out.actions)
             reward_norm = reward
-            if self.reward_normalizer is not None:
+            if self.reward_normalizer is not None and distributed.active():
+                reward_norm = dppo.update_reward_normalizer(self.reward_normalizer, reward, done)
+            elif self.reward_normalizer is not None:
                 self.reward_normalizer.update(reward, done)
                 reward_norm = self.reward_normalizer.normalize(reward)
             # `obs` (normalised, as acted on) is stored, never obs_raw: see buffer.py.
@@ -162,13 +170,18 @@ class PPOTrainer:
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean().item()
                     clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean().item()
+                    if distributed.active():  # every rank must stop early at the same step
+                        approx_kl = dppo.global_mean(approx_kl)
+                        clip_fraction = dppo.global_mean(clip_fraction)
                 kls.append(approx_kl)
                 if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
                     kl_stopped = True
                     break
 
                 advantages = mb.advantages
-                if cfg.normalize_advantages:
+                if cfg.normalize_advantages and distributed.active():
+                    advantages = dppo.normalize_advantages(advantages)
+                elif cfg.normalize_advantages:
                     advantages = (advantages - advantages.mean()) / (advantages.std(unbiased=False) + 1e-8)
                 surrogate = -advantages * ratio
                 surrogate_clipped = -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)
@@ -189,6 +202,8 @@ class PPOTrainer:
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if distributed.active():
+                    dppo.average_gradients(self.policy.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
 

@@ -22,10 +22,12 @@ from typing import Any
 import torch
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from esper import distributed
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.validation import ConfigProblems, describe_validation_error, problem_parts
+from esper.distributed import ppo_run as dppo_run
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
 from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
@@ -221,11 +223,22 @@ def train_ppo(
     history: list[dict[str, Any]] = list(checkpoint.meta.history) if checkpoint is not None else []
     if start >= config.rounds:
         return history
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hub = TelemetryHub(build_backends(["jsonl"], out_dir))
-    configs = [config.env_config()] * config.envs
+    # Under torchrun each rank runs its share of the envs (decentralised PPO); rank 0 alone writes.
+    share = dppo_run.env_share(config)
+    main = distributed.is_main()
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    hub = TelemetryHub(build_backends(["jsonl"], out_dir) if main else [])
+    # Other ranks' environment events reach rank 0's events.jsonl at the end of each round.
+    relay = dppo_run.EventRelay(hub.emit)
+    configs = [config.env_config()] * share.count
     with hub, VectorGrowthEnv(
-        configs, config.workers, base_seed=config.seed, event_types=EVENT_TYPES, emit=hub.emit
+        configs,
+        config.workers,
+        base_seed=config.seed,
+        event_types=EVENT_TYPES,
+        emit=relay.emit,
+        shard=(share.offset, config.envs),
     ) as vec:
         obs, masks = vec.reset(episode=start)
         layout = vec.layout
@@ -246,16 +259,20 @@ def train_ppo(
             sampler.manual_seed(config.seed)
             if config.imitation.rounds > 0:
                 summary = _imitate(trainer, vec, config, hub)
-                if on_imitation is not None:
+                relay.flush()
+                if on_imitation is not None and main:
                     on_imitation(summary)
                 obs, masks = vec.reset(episode=start)
         carry = trainer.start_carry(obs, masks)
         for round_index in range(start, config.rounds):
             started = time.perf_counter()
-            buffer = RolloutBuffer(config.envs, config.episode_length, layout.dim, space)
-            carry, returns = trainer.collect_rollout(vec, buffer, carry, generator=sampler)
+            buffer = RolloutBuffer(share.count, config.episode_length, layout.dim, space)
+            rank_sampler = dppo_run.sampler_for_round(sampler, config.seed, round_index)
+            carry, returns = trainer.collect_rollout(vec, buffer, carry, generator=rank_sampler)
             episodes = vec.drain_completed()
             metrics = trainer.update(buffer, round_index)
+            returns, episodes = dppo_run.gather_round(returns, episodes)
+            relay.flush()
             stats = _round_stats(round_index, returns, episodes, metrics, buffer, time.perf_counter() - started)
             hub.emit(ev.PpoUpdate(epoch=config.episode_length, round=round_index, metrics=stats.metrics()))
             history.append(stats.to_dict())
@@ -269,6 +286,8 @@ def train_ppo(
                 hyperparameters=config.model_dump(mode="json"),
                 history=history,
             )
+            if not main:
+                continue
             save_agent(out_dir / AGENT_NAME, trainer, meta)
             title = f"esper ppo · {config.task} · {config.envs} envs"
             if config.imitation.rounds > 0:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from esper.distributed.group import local_scope
 from esper.rl.distributions import ActionMasks
 from esper.rl.environment import EnvConfig, GrowthEnv
 from esper.rl.masks import masks_from_arrays, masks_to_arrays
@@ -68,9 +69,12 @@ class _EnvGroup:
         n_envs: int,
         base_seed: int,
         event_types: frozenset[str],
+        env_offset: int = 0,
     ) -> None:
         self.n_envs = n_envs
         self.base_seed = base_seed
+        # Under torchrun a rank runs envs offset..offset+K-1 of n_envs; seeds and tags use the global index.
+        self.env_offset = env_offset
         self.event_types = event_types
         self.pending: dict[int, list[str]] = {k: [] for k in configs}
         self.episode: dict[int, int] = {k: 0 for k in configs}
@@ -86,7 +90,9 @@ class _EnvGroup:
                     seed=train.seed,
                 )
                 splits_cache[key] = default_tasks().get(train.task).load_data(options)
-            self.envs[k] = GrowthEnv(config, splits=splits_cache[key], emit=self._collector(k), env_index=k)
+            self.envs[k] = GrowthEnv(
+                config, splits=splits_cache[key], emit=self._collector(k), env_index=k + env_offset
+            )
 
     def _collector(self, k: int) -> Emit:
         def collect(event: ev.TelemetryEvent) -> None:
@@ -111,7 +117,7 @@ class _EnvGroup:
         results = []
         for k, env in self.envs.items():
             self.episode[k] = episode
-            obs, masks = env.reset(episode_seed(self.base_seed, episode, self.n_envs, k))
+            obs, masks = env.reset(episode_seed(self.base_seed, episode, self.n_envs, k + self.env_offset))
             results.append(_Result(k, obs.numpy(), masks_to_arrays(masks), 0.0, False, {}, self._drain(k)))
         return results
 
@@ -126,19 +132,26 @@ class _EnvGroup:
             obs, reward, done, info, masks = env.step(actions[k])
             if done:
                 self.episode[k] += 1
-                obs, masks = env.reset(episode_seed(self.base_seed, self.episode[k], self.n_envs, k))
+                obs, masks = env.reset(
+                    episode_seed(self.base_seed, self.episode[k], self.n_envs, k + self.env_offset)
+                )
             results.append(_Result(k, obs.numpy(), masks_to_arrays(masks), reward, done, info, self._drain(k)))
         return results
 
 
 def _worker_main(
-    conn: Connection, configs: dict[int, EnvConfig], n_envs: int, base_seed: int, event_types: frozenset[str]
+    conn: Connection,
+    configs: dict[int, EnvConfig],
+    n_envs: int,
+    base_seed: int,
+    event_types: frozenset[str],
+    env_offset: int = 0,
 ) -> None:
     torch.set_num_threads(1)
     # Ctrl-C reaches the whole process group: the parent handles it and shuts the workers down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        group = _EnvGroup(configs, n_envs, base_seed, event_types)
+        group = _EnvGroup(configs, n_envs, base_seed, event_types, env_offset)
     except Exception:  # report any setup failure to the parent instead of dying silently
         conn.send(("error", traceback.format_exc()))
         return
@@ -167,7 +180,10 @@ class VectorGrowthEnv:
         base_seed: int = 0,
         event_types: frozenset[str] = DEFAULT_EVENT_TYPES,
         emit: Emit | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:
+        """`shard` = (offset, total): these envs are envs offset.. of `total` (one rank's share under
+        torchrun); their episode seeds and event tags are those of the global index."""
         if not configs:
             raise ValueError("VectorGrowthEnv: expected at least one EnvConfig")
         for index, config in enumerate(configs):
@@ -191,8 +207,9 @@ class VectorGrowthEnv:
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         indexed = dict(enumerate(configs))
+        offset, total = shard if shard is not None else (0, self.n_envs)
         if self.n_workers == 0:
-            self._local = _EnvGroup(indexed, self.n_envs, base_seed, event_types)
+            self._local = _EnvGroup(indexed, total, base_seed, event_types, offset)
             return
         context = mp.get_context("spawn")
         blocks = np.array_split(np.arange(self.n_envs), self.n_workers)
@@ -201,7 +218,7 @@ class VectorGrowthEnv:
                 parent, child = context.Pipe()
                 share = {int(k): indexed[int(k)] for k in block}
                 proc = context.Process(
-                    target=_worker_main, args=(child, share, self.n_envs, base_seed, event_types), daemon=True
+                    target=_worker_main, args=(child, share, total, base_seed, event_types, offset), daemon=True
                 )
                 proc.start()
                 child.close()
@@ -226,7 +243,9 @@ class VectorGrowthEnv:
     def _call(self, command: str, payloads: list[Any]) -> list[Any]:
         """Send every worker its payload first, then collect the answers (so workers run in parallel)."""
         if self._local is not None:
-            return [getattr(self._local, command)(payloads[0])]
+            # The environments' runs are this rank's own, even under torchrun (decentralised PPO).
+            with local_scope():
+                return [getattr(self._local, command)(payloads[0])]
         for conn, payload in zip(self._conns, payloads, strict=True):
             conn.send((command, payload))
         return [self._receive(worker, conn) for worker, conn in enumerate(self._conns)]

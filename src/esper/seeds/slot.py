@@ -29,6 +29,7 @@ from esper.contracts.gates import GateLevel, GateResult
 from esper.contracts.lifecycle import FOSSILIZE_TARGET, Verdict
 from esper.contracts.shapes import SlotShape
 from esper.contracts.stages import SeedStage, is_active, is_valid_transition, seed_runs_in_forward
+from esper.distributed.measurement import in_collective_measurement
 from esper.seeds.alpha_controller import AlphaController, AlphaControllerError
 from esper.seeds.blending import AlphaTensorCache, BlendGate, blend, straight_through
 from esper.seeds.errors import LifecycleError
@@ -156,8 +157,11 @@ class SeedSlot(nn.Module):
         """
         if self._forced_alpha is not None:
             raise LifecycleError(f"slot {self.slot_id}: force_alpha does not nest")
-        if distributed_active():
-            raise LifecycleError(f"slot {self.slot_id}: force_alpha is not allowed under torch.distributed")
+        if distributed_active() and not in_collective_measurement():
+            raise LifecycleError(
+                f"slot {self.slot_id}: force_alpha is not allowed under torch.distributed outside a "
+                "collective measurement (every rank would have to force the same alpha at the same moment)"
+            )
         state = self._require_state("force alpha")
         if not seed_runs_in_forward(state.stage):
             raise LifecycleError(

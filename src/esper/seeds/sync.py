@@ -11,11 +11,14 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
+from esper.distributed import group
+
 T = TypeVar("T")
 
 
 def distributed_active() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    # False inside esper.distributed's local_scope (a rank's own independent runs, e.g. PPO environments).
+    return group.active()
 
 
 def sync_decision(decision: T) -> T:

@@ -19,7 +19,11 @@ from itertools import combinations
 import torch
 from torch.utils.data import TensorDataset
 
+from esper import distributed
 from esper.contracts.stages import SeedStage
+from esper.distributed.collectives import all_reduce_tensor_sum
+from esper.distributed.measurement import collective_measurement
+from esper.distributed.sharding import evaluation_shard
 from esper.model import MorphogeneticModel
 from esper.training.batches import eval_mode
 
@@ -76,16 +80,20 @@ def measure(
     own = {s: model.slot(s).alpha.alpha for s in slots}
     named = _settings(slots, training)
     resolved = [{sid: own[sid] if a is None else a for sid, a in setting.items()} for _, setting in named]
-    x, y = dataset.tensors
+    # Under torchrun every rank evaluates the same settings on its own shard, then the counts are summed.
+    x, y = evaluation_shard(dataset).tensors
     correct = torch.zeros(len(named), dtype=torch.float64)
     items = 0
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad(), collective_measurement():
         for start in range(0, len(x), batch_size):
             xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
             logits = model.fused_forward(xb, resolved)  # (K, B, ..., classes)
             predictions = logits.argmax(dim=-1)
             correct += (predictions == yb.unsqueeze(0)).reshape(len(named), -1).sum(dim=1).double().cpu()
             items += yb.numel()
+    if distributed.active():
+        correct = all_reduce_tensor_sum(correct)
+        items = int(distributed.all_reduce_sums([items])[0])
     value = {name: 100.0 * float(c) / items for (name, _), c in zip(named, correct, strict=True)}
     contributions = {s: value["all"] - value[f"off:{s}"] for s in slots}
     interactions: dict[str, dict[str, float]] = {s: {} for s in slots}

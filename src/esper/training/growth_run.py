@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from esper import distributed
 from esper.checkpoints.run_state import check_run_fits, check_run_state
 from esper.contracts.actions import Op
 from esper.contracts.gates import GateResult
-from esper.contracts.stages import SeedStage
+from esper.contracts.stages import SeedStage, seed_runs_in_forward
 from esper.control.decision import Decision, EpochSignals
 from esper.control.execute import Outcome, execute
 from esper.control.legality import GrowthLimits
@@ -109,6 +110,7 @@ class GrowthRun:
             k: [] for k in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
         }
         self._fossilized_this_epoch = False
+        self._ddp: Any = None  # the DDP wrapper under torchrun (esper.distributed.ddp.TrainingModule)
         for slot in self.model.slots():
             slot.stage_listeners.append(self._on_stage_change)
             slot.gate_listeners.append(self._on_gate)
@@ -166,7 +168,24 @@ class GrowthRun:
         )
 
     # ------------------------------------------------------------------ epoch
+    def _evaluate(self, dataset: Any) -> Any:
+        if distributed.active():
+            from esper.distributed.training import evaluate_global
+
+            return evaluate_global(self.model, dataset, self.batch_size * 4, self.device)
+        return evaluate(self.model, dataset, self.batch_size * 4, self.device)
+
     def _train_pass(self) -> tuple[float, float]:
+        if distributed.active():
+            from esper.distributed.ddp import TrainingModule
+            from esper.distributed.training import train_pass
+
+            if self._ddp is None:
+                self._ddp = TrainingModule(
+                    self.model,
+                    lambda: any(s.seed is not None and not seed_runs_in_forward(s.stage) for s in self.model.slots()),
+                )
+            return train_pass(self, self._ddp)
         self.model.train()
         total_loss, correct, items = 0.0, 0, 0
         batches = list(
@@ -205,7 +224,7 @@ class GrowthRun:
             self._rollback(verdict.reason)
             train_loss, train_accuracy = math.nan, math.nan
         with eval_mode(self.model):
-            val = evaluate(self.model, self.splits.val, self.batch_size * 4, self.device)
+            val = self._evaluate(self.splits.val)
         self._measure_contributions()
         for slot in self.model.slots():
             slot.record_accuracy(val.accuracy)
@@ -324,7 +343,7 @@ class GrowthRun:
 
     def test(self) -> tuple[float, float]:
         with eval_mode(self.model):
-            result = evaluate(self.model, self.splits.test, self.batch_size * 4, self.device)
+            result = self._evaluate(self.splits.test)
         return result.loss, result.accuracy
 
     # ------------------------------------------------------------ persistence

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 import esper
+from esper import distributed
 from esper.checkpoints.atomic import remove_stray_temps
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.run_io import load_run, save_run
@@ -94,15 +95,18 @@ def run_training(
     equal the saved value. `stop_after` ends the run after that many epochs in
     total, leaving a resumable checkpoint (what Ctrl-C does, but at a chosen epoch).
     """
-    inputs = validate_run_inputs(config, out_dir, resume=resume, overwrite=overwrite)
+    # Under torchrun, rank 0 alone reads and writes the run directory; the others get its verdicts.
+    main = distributed.is_main()
+    inputs = distributed.on_main(lambda: validate_run_inputs(config, out_dir, resume=resume, overwrite=overwrite))
     config = inputs.config
     if inputs.nothing_to_do:
-        complete_outputs(out_dir, render=render)
-        return summarize(read_events(out_dir / EVENTS_NAME))
-    prepare_run_dir(inputs)
+        return distributed.on_main(lambda: _nothing_to_do(out_dir, render))
+    if main:
+        prepare_run_dir(inputs)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
-    backends = build_backends(names, out_dir)
-    events_log = next(backend for backend in backends if isinstance(backend, JsonlBackend))
+    backends = build_backends(names, out_dir) if main else []
+    events_log = next((backend for backend in backends if isinstance(backend, JsonlBackend)), None)
+    # Extra backends see every rank's events (the caller gives them to rank 0 alone, or to all).
     hub = TelemetryHub([*backends, *(extra_backends or [])])
     checkpoint_path = out_dir / CHECKPOINT_NAME
     listeners: list[Callable[[ev.TelemetryEvent], None]] = []
@@ -120,8 +124,9 @@ def run_training(
 
     with hub:
         if resume is not None:
-            saved = load_run(resume)
-            _resume_outputs(saved.events, events_log, resume, out_dir)
+            saved = load_run(resume)  # every rank reads the checkpoint: it must be readable on every node
+            if events_log is not None:
+                _resume_outputs(saved.events, events_log, resume, out_dir)
             run = GrowthRun(config, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
             controller = attach(_controller_for(run))
@@ -138,6 +143,8 @@ def run_training(
             return wall_before + time.perf_counter() - started
 
         def checkpoint() -> None:
+            if events_log is None:  # a rank other than 0 writes nothing
+                return
             save_run(
                 checkpoint_path,
                 config=config.model_dump(mode="json"),
@@ -156,7 +163,7 @@ def run_training(
         def commit_epoch() -> None:
             checkpoint()
             # The run has moved past what an earlier summary or report describes.
-            while outdated:
+            while outdated and main:
                 outdated.pop().unlink(missing_ok=True)
         reason = "completed"
         try:
@@ -179,6 +186,15 @@ def run_training(
             # Commit the run_finished line too: extending the run later keeps it (the history says
             # where the run ended before), and a failed extension leaves it in place.
             commit_epoch()
+    return distributed.on_main(lambda: _write_outputs(out_dir, final, reason, render))
+
+
+def _nothing_to_do(out_dir: Path, render: bool) -> dict[str, Any]:
+    complete_outputs(out_dir, render=render)
+    return summarize(read_events(out_dir / EVENTS_NAME))
+
+
+def _write_outputs(out_dir: Path, final: dict[str, Any], reason: str, render: bool) -> dict[str, Any]:
     # Closing the hub flushed and fsynced events.jsonl: the summary is built from what is on disk.
     summary = summarize(read_events(out_dir / EVENTS_NAME))
     if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
