@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from esper.checkpoints.errors import CheckpointError, join_path
-from esper.checkpoints.run_state import OptimizerState, optimizer_problems
+from esper.checkpoints.run_state import OptimizerState, optimizer_problems, torch_generator_problems
 from esper.checkpoints.slot_state import all_required
 from esper.checkpoints.strict import validate
 from esper.contracts.actions import ActionSpace
@@ -127,9 +127,9 @@ def check_agent_payload(payload: object) -> AgentPayload:
         problems.append(
             ("trainer > config > seed", f"expected an int < 2**64 (a torch generator seed), got {config.seed}")
         )
-    problems += _generator_problems(agent.trainer.generator, "trainer > generator")
+    problems += torch_generator_problems(agent.trainer.generator, "trainer > generator")
     for name, state in agent.meta.rng.items():
-        problems += _generator_problems(state, join_path("meta > rng", name))
+        problems += torch_generator_problems(state, join_path("meta > rng", name))
     if problems:
         raise CheckpointError.many(problems)
     # The network is buildable now (sizes checked): compare the weights and optimizer state with it.
@@ -166,23 +166,6 @@ def _architecture_problems(arch: Architecture, meta: Meta) -> Problems:
     if arch.head_sizes != heads:
         problems.append((join_path(where, "head_sizes"), f"expected {heads} (this version's action space)"))
     return problems
-
-
-def _generator_problems(state: torch.Tensor, where: str) -> Problems:
-    expected = torch.Generator().get_state()
-    if state.dtype != expected.dtype or state.shape != expected.shape:
-        return [
-            (
-                where,
-                f"expected a {expected.dtype} tensor of shape {tuple(expected.shape)}, "
-                f"got {state.dtype} of shape {tuple(state.shape)}",
-            )
-        ]
-    try:
-        torch.Generator().set_state(state)
-    except RuntimeError as error:
-        return [(where, f"not a valid torch generator state: {str(error).splitlines()[0]}")]
-    return []
 
 
 def _policy_problems(stored: dict[str, torch.Tensor], policy: RecurrentActorCritic) -> Problems:

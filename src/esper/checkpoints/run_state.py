@@ -202,7 +202,7 @@ def _rng_problems(rng: RngState, where: str) -> Problems:
     return (
         _python_rng_problems(rng.python, join_path(where, "python"))
         + _numpy_rng_problems(rng.numpy, join_path(where, "numpy"))
-        + _torch_rng_problems(rng.torch, join_path(where, "torch"))
+        + torch_generator_problems(rng.torch, join_path(where, "torch"))
     )
 
 
@@ -266,7 +266,8 @@ def _numpy_rng_problems(state: list[Any], where: str) -> Problems:
     return problems
 
 
-def _torch_rng_problems(state: torch.Tensor, where: str) -> Problems:
+def torch_generator_problems(state: torch.Tensor, where: str) -> Problems:
+    """Problems of a stored torch generator state (the CPU generator's layout; tried on a scratch one)."""
     expected = torch.get_rng_state()
     if state.dtype != expected.dtype or state.shape != expected.shape:
         return [
