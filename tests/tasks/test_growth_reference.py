@@ -16,7 +16,7 @@ def test_default_mnist1d_run_gets_the_labelled_reference_line() -> None:
     reference = REFERENCES["mnist1d"]
     gain = reference.grown_mean - reference.static_mean
     assert f"({gain:+.2f} points" in line
-    # The committed ×1 gain (+0.17) is smaller than the spread: the line must say so.
+    # A gain smaller than the spread must say so on the line.
     assert (", within the spread over seeds" in line) == (abs(gain) < max(reference.static_std, reference.grown_std))
 
 
