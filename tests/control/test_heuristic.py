@@ -75,8 +75,22 @@ class Run:
         return self.model.slot(sid).stage
 
 
+# The older reference rule (germinate on a plateau from epoch 5, round robin, 5-epoch ramp): most
+# tests below script its lifecycle; the default budget rule has its own tests at the end.
+PLATEAU_RULE: dict[str, object] = {
+    "min_epoch_to_germinate": 5,
+    "require_plateau": True,
+    "rotate_blueprints": True,
+    "blend_tempo": 5,
+}
+
+
+def plateau_config(**overrides: object) -> HeuristicConfig:
+    return HeuristicConfig(**{**PLATEAU_RULE, **overrides})
+
+
 def heuristic(**overrides: object) -> HeuristicController:
-    return HeuristicController(HeuristicConfig(**overrides), list(ROTATION), LIMITS)
+    return HeuristicController(plateau_config(**overrides), list(ROTATION), LIMITS)
 
 
 def to_germinated(run: Run) -> None:
@@ -194,7 +208,7 @@ def test_stall_prunes_then_cooldown_then_next_free_slot_and_blueprint() -> None:
 
 def test_penalised_blueprint_is_skipped_after_a_prune() -> None:
     blueprints = ["conv_light", "norm"]
-    config = HeuristicConfig(prune_penalty=3.0, penalty_decay=1.0)  # one prune reaches the threshold
+    config = plateau_config(prune_penalty=3.0, penalty_decay=1.0)  # one prune reaches the threshold
     controller = HeuristicController(config, blueprints, LIMITS)
     run = Run(controller, blueprints)
     to_germinated(run)  # conv_light in r0c0
@@ -229,7 +243,7 @@ def test_every_blueprint_penalised_means_wait() -> None:
 def test_rotation_skips_blueprints_over_the_parameter_budget() -> None:
     # r0c0 (4 channels): conv_light 60, conv_heavy 228, attention 40 parameters.
     limits = GrowthLimits(max_seeds=4, max_added_params=50)
-    controller = HeuristicController(HeuristicConfig(), list(ROTATION), limits)
+    controller = HeuristicController(plateau_config(), list(ROTATION), limits)
     run = Run(controller, limits=limits)
     germ = [run.step() for _ in range(5)][-1]
     assert (germ.op, germ.slot, germ.blueprint) == (Op.GERMINATE, "r0c0", "attention")
@@ -321,3 +335,37 @@ def test_penalty_decays_once_per_elapsed_epoch() -> None:
     for epoch, expected in ((10, 8.0), (10, 8.0), (13, 1.0), (12, 1.0), (14, 0.5)):
         controller.decide(EpochSignals(epoch, 20, 1.0, 0.5, 1.0, 0.5, 100, 0), model)
         assert controller.penalties["norm"] == expected, epoch
+
+
+# ---------------------------------------------------------------- the budget rule (default)
+def test_budget_rule_germinates_the_preferred_blueprint_after_one_epoch() -> None:
+    # No plateau needed: loss still falling fast and accuracy still rising at epoch 1.
+    run = Run(HeuristicController(HeuristicConfig(), list(ROTATION), LIMITS))
+    decision = run.step(acc=0.3, loss=2.0)
+    assert (decision.op, decision.slot, decision.blueprint) == (Op.GERMINATE, "r0c0", "conv_light")
+    assert "99 epochs left" in decision.reason
+
+
+def test_budget_rule_waits_before_min_epoch_and_when_too_little_budget_is_left() -> None:
+    early = Run(HeuristicController(HeuristicConfig(min_epoch_to_germinate=3), list(ROTATION), LIMITS))
+    assert [early.step().op for _ in range(3)] == [Op.WAIT, Op.WAIT, Op.GERMINATE]
+    late = Run(HeuristicController(HeuristicConfig(min_epochs_left_to_germinate=100), list(ROTATION), LIMITS))
+    decision = late.step()
+    assert decision.op == Op.WAIT and "too late" in decision.reason
+
+
+def test_without_rotation_every_germination_takes_the_first_allowed_blueprint() -> None:
+    controller = HeuristicController(HeuristicConfig(max_live_experiments=2), list(ROTATION), LIMITS)
+    run = Run(controller)
+    assert run.step().blueprint == "conv_light"  # r0c0
+    assert run.step().op == Op.ADVANCE  # the live seed acts first
+    second = run.step()
+    assert (second.op, second.slot, second.blueprint) == (Op.GERMINATE, "r0c1", "conv_light")
+
+
+def test_without_rotation_a_penalised_blueprint_moves_the_choice_on() -> None:
+    controller = HeuristicController(HeuristicConfig(), list(ROTATION), LIMITS)
+    penalties = {**dict.fromkeys(ROTATION, 0.0), "conv_light": 3.0}
+    controller.load_state_dict({**controller.state_dict(), "penalties": penalties, "last_decay_epoch": 100})
+    decision = Run(controller).step()
+    assert (decision.op, decision.blueprint) == (Op.GERMINATE, "conv_heavy")

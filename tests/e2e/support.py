@@ -30,7 +30,7 @@ g3_min_epochs = 0
 g5_min_contribution_points = -1000.0
 
 [heuristic]
-min_epoch_to_germinate = 0
+min_epoch_to_germinate = 2
 min_epochs_left_to_germinate = 0
 stable_epochs = 1
 stable_rise_tolerance = 1000.0

@@ -310,7 +310,10 @@ def test_mnist1d_hosts_build_and_run(mnist_splits: DataSplits, name: str, kernel
     assert len(host.slot_ids()) == len(task.host_config["widths"])
     logits = host(mnist_splits.train.tensors[0][:16])
     assert logits.shape == (16, 10) and torch.isfinite(logits).all()
-    assert task.default_blueprints[:2] == ("conv_light", "conv_heavy")
+    # The heuristic prefers the first allowed blueprint: conv_heavy on mnist1d (measured to pay
+    # most there), conv_light on the blind host (the seed that gives it context).
+    preferred = ("conv_heavy", "conv_light") if task.name == "mnist1d" else ("conv_light", "conv_heavy")
+    assert task.default_blueprints[:2] == preferred
 
 
 # ---------------------------------------------------------------- CLI

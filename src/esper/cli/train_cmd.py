@@ -225,4 +225,9 @@ def _handle(args: argparse.Namespace) -> int:
         f"{summary['wall_seconds']:.1f}s\noutputs in {inputs.out_dir}/",
         file=sys.stdout,
     )
+    from esper.tasks.growth_reference import reference_line
+
+    reference = reference_line(config, summary)
+    if reference is not None:
+        print(reference, file=sys.stdout)
     return 0

@@ -38,6 +38,12 @@ TEST_EXAMPLES = 1000
 VALIDATION_EXAMPLES = 500
 _ARRAYS = ("x", "y", "x_test", "y_test")
 CNN_BLUEPRINTS = ("conv_light", "conv_heavy", "attention", "norm", "depthwise")
+# The heuristic takes the first allowed blueprint of the list, so the order is a preference.
+# mnist1d: conv_heavy first (measured on seeds 0-2, 8/16/16 host, growing from epoch 2: conv_heavy
+# seeds 96.2%, conv_light seeds 94.4%, the old round robin from conv_light 94.8%).
+# mnist1d-blind keeps conv_light first: it is the seed that gives a kernel-1 host its context,
+# and its committed PPO agent was trained on this order.
+MNIST1D_BLUEPRINTS = ("conv_heavy", "conv_light", "attention", "norm", "depthwise")
 
 
 def _generation_args() -> tuple[Any, dict[str, Any]]:
@@ -133,7 +139,13 @@ def _cnn_config(*, widths: list[int], kernel_size: int, pool: bool) -> dict[str,
 
 
 def _mnist1d_cnn_task(
-    name: str, description: str, *, kernel_size: int, pool: bool, seed_budget_ratio: float
+    name: str,
+    description: str,
+    *,
+    kernel_size: int,
+    pool: bool,
+    seed_budget_ratio: float,
+    blueprints: tuple[str, ...],
 ) -> Task:
     """The two MNIST-1D tasks differ only in what the host can see and the growth budget."""
     return Task(
@@ -151,7 +163,7 @@ def _mnist1d_cnn_task(
             seed_budget_ratio=seed_budget_ratio,
         ),
         data_loader=load_mnist1d,
-        default_blueprints=CNN_BLUEPRINTS,
+        default_blueprints=blueprints,
     )
 
 
@@ -163,6 +175,7 @@ def mnist1d_task() -> Task:
         kernel_size=3,
         pool=True,
         seed_budget_ratio=3.0,
+        blueprints=MNIST1D_BLUEPRINTS,
     )
 
 
@@ -174,4 +187,5 @@ def mnist1d_blind_task() -> Task:
         kernel_size=1,
         pool=False,
         seed_budget_ratio=5.0,
+        blueprints=CNN_BLUEPRINTS,
     )
