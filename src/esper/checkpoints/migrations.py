@@ -3,7 +3,7 @@
 A migration maps a payload of version v to version v+1. Loading applies the
 chain from the file's version up to the current one; a missing step or a
 version newer than this esper knows raises `CheckpointError` instead of
-guessing (seed 004: fail loudly on unknown schema versions).
+guessing: an unknown schema version fails loudly instead of being read as a known one.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ The slot itself turns its lifecycle into primitives and back
 checkpoint may contain for a slot. Every key is required here, even where the
 in-memory models have defaults (a checkpoint that lost a key is damaged, not
 "default"), so a missing key, an unknown key or a wrong type raises one
-CheckpointError naming the exact path (seed 004, SLOT-1/SLOT-2).
+CheckpointError naming the exact path: a default would hide a damaged file.
 """
 
 from __future__ import annotations

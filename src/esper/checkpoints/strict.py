@@ -1,7 +1,7 @@
 """Strict reading of persisted data: one clear error naming every bad path.
 
-Persisted data is never read with `.get(key, default)` (seed 004, SLOT-1 and
-SLOT-2): it is validated against a strict pydantic model (`extra="forbid"`,
+Persisted data is never read with `.get(key, default)`, which would turn a damaged
+file into silently wrong state: it is validated against a strict pydantic model (`extra="forbid"`,
 `strict=True`), and pydantic's errors are rewritten as
 `path > to > field: expected X, got Y` lines inside one `CheckpointError`.
 """

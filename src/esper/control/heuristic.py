@@ -51,7 +51,7 @@ AlgorithmField = int_enum(AlphaAlgorithm)
 
 
 class HeuristicConfig(StrictConfig):
-    """Thresholds of the heuristic; defaults are the reference's."""
+    """Thresholds of the heuristic, each a documented config value."""
 
     # Field docstrings become field descriptions (shown by config errors and help).
     model_config = ConfigDict(**StrictConfig.model_config, use_attribute_docstrings=True)
@@ -102,7 +102,8 @@ class HeuristicConfig(StrictConfig):
     penalty_skip_threshold: float = Field(default=3.0, gt=0.0, allow_inf_nan=False)
     """A blueprint is skipped in the rotation while its penalty is at least this."""
     max_live_experiments: int = Field(default=1, ge=1)
-    """Experimental seeds (GERMINATED..HOLDING) alive at once; the reference runs one at a time."""
+    """Experimental seeds (GERMINATED..HOLDING) alive at once; one at a time keeps each seed's
+    measured contribution its own."""
     blend_tempo: int = Field(default=5, ge=0)
     """Epochs the alpha ramp takes once a seed starts BLENDING. Measured on mnist1d (8/16/16 host,
     conv_heavy seeds from epoch 2, seeds 0-2): ramp 5 95.9 ± 1.2%, ramp 1 96.2 ± 1.0%, the same
@@ -166,7 +167,7 @@ def plateau_length(val_accuracies: tuple[float, ...], config: HeuristicConfig) -
 
 
 class HeuristicController:
-    """Reference growth policy (SPEC "Heuristic (reference)"), driven by measured contributions."""
+    """Hand-written growth policy, driven by measured contributions (rules: docs/growth.md)."""
 
     name = "heuristic"
 

@@ -5,7 +5,7 @@ policy acted on. The observation normaliser keeps updating during a rollout,
 so re-normalising raw observations later would give the update different
 inputs than the ones the actions were sampled from: the log-prob ratio would
 start away from 1 and the KL/clip statistics would be wrong from the first
-minibatch (the reference stored raw observations and had exactly this bug).
+minibatch (storing raw observations would train the policy on inputs it never acted on).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Recurrent PPO for the factored controller, readable top to bottom.
 
-1. PPOConfig: every hyperparameter, defaulting to the reference values.
+1. PPOConfig: every hyperparameter, with the usual PPO defaults for recurrent policies.
 2. PPOTrainer.collect_rollout: run the vectorised environment for one rollout,
    normalising observations/rewards and storing exactly what the policy saw.
 3. PPOTrainer.update: clipped-surrogate PPO over env-major recurrent minibatches,
@@ -43,7 +43,7 @@ class PPOConfig(StrictConfig):
     target_kl: float | None = Field(0.015, gt=0)
     entropy_coef: float = Field(0.05, ge=0)
     entropy_coef_min: float = Field(0.01, ge=0)
-    entropy_anneal_rounds: int = Field(100, ge=1)  # ours: the reference gives no schedule length
+    entropy_anneal_rounds: int = Field(100, ge=1)  # rounds over which entropy decays to its floor
     update_epochs: int = Field(4, ge=1)
     n_minibatches: int = Field(2, ge=1)
     normalize_advantages: bool = True

@@ -6,7 +6,7 @@ counterfactual contributions), the action and whether it executed, and s'
 (potential, parameters). On the last step s' is the model right after the
 action, freshly validated. Modes (every weight is a RewardConfig value):
 
-shaped (SPEC "Shaped reward"):
+shaped:
   accuracy_delta  accuracy_delta_weight * (val points s' - s), every step: it
                telescopes to the episode's accuracy gain, so no action sequence
                can farm it (a seed is paid for what it adds to the model)

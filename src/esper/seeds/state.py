@@ -2,7 +2,7 @@
 
 These are strict pydantic models: what a checkpoint stores is exactly
 `model_dump()` (plain ints, floats, strings, lists), and reading validates
-every key and type (no `.get(key, default)`: seed 004, SLOT-1/SLOT-2).
+every key and type (no `.get(key, default)`: a default would hide a damaged file).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 class GovernorConfig(StrictConfig):
-    """When to roll back (SPEC "Governor"). Losses compare against the epoch's train loss."""
+    """When to roll back. Losses compare against the epoch's train loss."""
 
     enabled: bool = True
     snapshot_every: int = Field(default=5, ge=1)

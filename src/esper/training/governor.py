@@ -1,7 +1,7 @@
 """The governor: snapshots committed state and rolls back when training breaks.
 
 Committed state = the host plus fossilized seeds. A rollback restores it,
-prunes every experimental seed, and clears optimizer state. Triggers (SPEC):
+prunes every experimental seed, and clears optimizer state. Triggers:
 a NaN/Inf loss (at once); "lobotomy" — loss stuck at chance level
 ln(num_classes) after enough epochs; divergence — loss > min, > mean + k·σ
 of a recent window and > r·mean, several epochs in a row.

@@ -51,7 +51,7 @@ class OptimizerSet:
                 del self.seeds[slot_id]
         for slot_id, params in groups.items():
             if slot_id not in self.seeds:
-                # Momentum only for SGD; the reference trains seeds with SGD(lr, momentum 0.9).
+                # Momentum only for SGD: seeds train like the host, SGD(lr, momentum 0.9), without weight decay.
                 self.seeds[slot_id] = _make(self.kind, params, self.seed_lr, self.momentum, 0.0)
 
     def zero_grad(self) -> None:

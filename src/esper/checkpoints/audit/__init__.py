@@ -2,7 +2,7 @@
 
 `audit_file` replays any `.pt` file's pickle symbolically (`pickle_scan`: nothing imported, nothing
 called; for a zip only `data.pkl` is read), then explains each object weights_only refuses, with its
-path (`root['model']['x'].stage`) and a conversion (seed 000): enums to ints, datetimes to ISO strings,
+path (`root['model']['x'].stage`) and a conversion: enums to ints, datetimes to ISO strings,
 deques to lists, dataclasses to dicts, modules to state_dict + config. Code-running calls are unsafe.
 """
 

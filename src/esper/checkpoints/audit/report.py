@@ -2,7 +2,7 @@
 
 The findings as data (for JSON) and as text (for people), plus the catalogue
 the audit classifies with: globals whose loading runs code, and known data
-types with the conversion that makes them weights_only-safe (seed 000).
+types with the conversion that makes them weights_only-safe.
 """
 
 from __future__ import annotations
