@@ -163,19 +163,12 @@ class Grower:
 
     def signals(self) -> EpochSignals:
         counts = self.model.param_counts()
-        h = self.history
-        return EpochSignals(
+        return EpochSignals.from_history(
             epoch=self.epoch,
             max_epochs=self.max_epochs,
-            train_loss=h["train_loss"][-1],
-            train_accuracy=h["train_accuracy"][-1],
-            val_loss=h["val_loss"][-1],
-            val_accuracy=h["val_accuracy"][-1],
+            history=self.history,
             host_params=counts.host,
             seed_params=counts.seeds,
-            val_loss_history=tuple(h["val_loss"]),
-            val_accuracy_history=tuple(h["val_accuracy"]),
-            train_loss_history=tuple(h["train_loss"]),
         )
 
     def metrics(self) -> dict[str, float]:

@@ -64,6 +64,26 @@ class EpochSignals:
     val_accuracy_history: tuple[float, ...] = field(default_factory=tuple)
     train_loss_history: tuple[float, ...] = field(default_factory=tuple)
 
+    @classmethod
+    def from_history(
+        cls, *, epoch: int, max_epochs: int, history: dict[str, list[float]], host_params: int, seed_params: int
+    ) -> EpochSignals:
+        """The signals of a run's latest epoch from its per-epoch history (keys train_loss,
+        train_accuracy, val_loss, val_accuracy), as every driver of a run keeps it."""
+        return cls(
+            epoch=epoch,
+            max_epochs=max_epochs,
+            train_loss=history["train_loss"][-1],
+            train_accuracy=history["train_accuracy"][-1],
+            val_loss=history["val_loss"][-1],
+            val_accuracy=history["val_accuracy"][-1],
+            host_params=host_params,
+            seed_params=seed_params,
+            val_loss_history=tuple(history["val_loss"]),
+            val_accuracy_history=tuple(history["val_accuracy"]),
+            train_loss_history=tuple(history["train_loss"]),
+        )
+
 
 @runtime_checkable
 class Controller(Protocol):
