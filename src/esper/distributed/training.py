@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from esper.distributed.collectives import all_reduce_sums
 from esper.distributed.ddp import TrainingModule, broadcast_buffers
 from esper.distributed.sharding import evaluation_shard, sharded_epoch_batches
-from esper.training.batches import Evaluation, loss_and_correct
+from esper.training.batches import Evaluation, evaluation_sums, loss_and_correct
 
 if TYPE_CHECKING:
     from esper.training.growth_run import GrowthRun
@@ -63,16 +63,6 @@ def evaluate_global(
     forward: Callable[[Tensor], Tensor], dataset: TensorDataset, batch_size: int, device: torch.device
 ) -> Evaluation:
     """Loss and accuracy over the whole `dataset`: each rank evaluates its shard, sums are all-reduced."""
-    shard = evaluation_shard(dataset)
-    x, y = shard.tensors
-    total_loss, total_correct, total_items = 0.0, 0, 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size].to(device), y[start : start + batch_size].to(device)
-            loss, correct = loss_and_correct(forward(xb), yb)
-            items = yb.numel()
-            total_loss += float(loss) * items
-            total_correct += int(correct)
-            total_items += items
+    total_loss, total_correct, total_items = evaluation_sums(forward, evaluation_shard(dataset), batch_size, device)
     loss_sum, correct_sum, items_sum = all_reduce_sums([total_loss, total_correct, total_items])
     return Evaluation(loss=loss_sum / items_sum, accuracy=correct_sum / items_sum)

@@ -50,9 +50,13 @@ class Evaluation:
     accuracy: float
 
 
-def evaluate(
+def evaluation_sums(
     forward: Callable[[Tensor], Tensor], dataset: TensorDataset, batch_size: int, device: torch.device
-) -> Evaluation:
+) -> tuple[float, int, int]:
+    """Summed loss (loss x items), correct predictions and items over `dataset`.
+
+    Sums, not means, so several shards (ranks) can be added before dividing.
+    """
     x, y = dataset.tensors
     total_loss, total_correct, total_items = 0.0, 0, 0
     with torch.no_grad():
@@ -63,6 +67,13 @@ def evaluate(
             total_loss += float(loss) * items
             total_correct += int(correct)
             total_items += items
+    return total_loss, total_correct, total_items
+
+
+def evaluate(
+    forward: Callable[[Tensor], Tensor], dataset: TensorDataset, batch_size: int, device: torch.device
+) -> Evaluation:
+    total_loss, total_correct, total_items = evaluation_sums(forward, dataset, batch_size, device)
     return Evaluation(loss=total_loss / total_items, accuracy=total_correct / total_items)
 
 
