@@ -84,7 +84,7 @@ class MorphogeneticModel(nn.Module):
         )
         # Segment i is followed by the slot with the i-th host slot id, if enabled.
         self._chain: list[tuple[nn.Module, SeedSlot | None]] = [
-            (segment, self.seed_slots[sid] if sid in chosen else None)
+            (segment, self.slot(sid) if sid in chosen else None)
             for segment, sid in zip(host.segments, available, strict=True)
         ]
 
@@ -128,7 +128,7 @@ class MorphogeneticModel(nn.Module):
         h = h.repeat(k, *([1] * (h.dim() - 1)))
         with ExitStack() as stack:
             for sid in named:
-                slot = self.seed_slots[sid]
+                slot = self.slot(sid)
                 current = slot.alpha.alpha
                 per_setting = torch.tensor(
                     [setting.get(sid, current) for setting in alpha_settings], dtype=dtype, device=x.device
