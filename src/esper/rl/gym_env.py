@@ -88,7 +88,7 @@ def flat_action_mask(masks: ActionMasks) -> np.ndarray:
     return np.concatenate([np.asarray(parts[name], dtype=bool) for name in HEADS])
 
 
-class GymGrowthEnv(gym.Env):  # type: ignore[misc]
+class GymGrowthEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
 
     def __init__(
