@@ -150,11 +150,11 @@ def _timed_host_training(total: list[float]) -> Iterator[None]:
         finally:
             total[0] += time.perf_counter() - started
 
-    GrowthRun.train_epoch = timed  # type: ignore[method-assign]
+    GrowthRun.train_epoch = timed  # type: ignore[method-assign]  # timed for this benchmark only, restored below
     try:
         yield
     finally:
-        GrowthRun.train_epoch = original  # type: ignore[method-assign]
+        GrowthRun.train_epoch = original  # type: ignore[method-assign]  # restores the method
 
 
 def _ppo_share(settings: BenchSettings) -> dict[str, Any]:

@@ -201,6 +201,7 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
         )
     config_path = join_path(where, "host", "config")
     # Every key of the host's config is stored: a missing one is damage, not its default.
+    # Ignored below: register_host requires config_class.
     validate(all_required(HOST_KINDS[kind].config_class), section.host.config, config_path)  # type: ignore[attr-defined]
     try:
         host = build_host(kind, section.host.config)

@@ -145,12 +145,14 @@ class MorphogeneticModel(nn.Module):
     def slot(self, slot_id: str) -> SeedSlot:
         if slot_id not in self.seed_slots:
             raise LifecycleError(f"unknown slot {slot_id!r}; slots are {list(self.seed_slots)}")
+        # Ignored below: nn.ModuleDict's values are typed Module; these are SeedSlots.
         return self.seed_slots[slot_id]  # type: ignore[return-value]
 
     def slot_ids(self) -> list[str]:
         return list(self.seed_slots)
 
     def slots(self) -> list[SeedSlot]:
+        # Ignored below: nn.ModuleDict's values are typed Module; these are SeedSlots.
         return list(self.seed_slots.values())  # type: ignore[arg-type]
 
     def _device(self) -> torch.device:

@@ -124,6 +124,7 @@ class GymGrowthEnv(gym.Env):
         # The slot layout is the task's host's; building it is cheap and trains nothing.
         host_config = {**task_spec.host_config_for(splits), **train_config.host_overrides}
         with torch.random.fork_rng(devices=[]):
+            # Ignored below: build_host is typed nn.Module; every host kind implements HostProtocol.
             host: HostProtocol = build_host(task_spec.host_kind, host_config)  # type: ignore[assignment]
             slot_ids = tuple(host.slot_ids())
         blueprints = tuple(train_config.blueprints or task_spec.default_blueprints)

@@ -258,6 +258,7 @@ class _Machine:
         elif name == "DUP":
             self.stack.append(self.top())
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            # Ignored below: pickletools types opcode arguments as object; PUT's is an int.
             self.memo[len(self.memo) if name == "MEMOIZE" else int(arg)] = self.top()  # type: ignore[call-overload]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             if arg not in self.memo:
@@ -304,6 +305,7 @@ class _Machine:
         elif name == "NEXT_BUFFER":
             self.push(Opaque(offset=self.pos, what="out-of-band pickle buffer"))
         elif name == "PROTO":
+            # Ignored below: pickletools types opcode arguments as object; PROTO's is an int.
             self.protocol = int(arg)  # type: ignore[call-overload]
         elif name not in ("FRAME", "READONLY_BUFFER"):
             raise self.fail(f"opcode {name} is not handled by the audit")
@@ -386,7 +388,7 @@ def scan_stream(stream: BinaryIO) -> tuple[str, list[tuple[str, PickleScan]]]:
     start = stream.tell()
     size = stream.seek(0, io.SEEK_END)
     stream.seek(start)
-    stream = _Bounded(stream, size)  # type: ignore[assignment]
+    stream = _Bounded(stream, size)  # type: ignore[assignment]  # it has the read, readline and tell that genops uses
     first = scan_pickle(stream)
     if not (isinstance(first.root, Prim) and first.root.value == torch.serialization.MAGIC_NUMBER):
         return "pickle", [(ROOT, first)]
