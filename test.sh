@@ -5,4 +5,5 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/scripts/bootstrap.sh" dev
 cd "$here"
 .venv/bin/ruff check src tests
+.venv/bin/mypy src
 exec .venv/bin/python -m pytest -n 2 "$@"

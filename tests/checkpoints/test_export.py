@@ -105,6 +105,18 @@ def test_export_is_independent_of_the_model() -> None:
     assert not any(id(p) in model_ids for p in static.parameters())
 
 
+def test_static_model_needs_a_host_with_slots() -> None:
+    with pytest.raises(TypeError, match="host must implement HostProtocol, got Linear"):
+        StaticGrownModel(torch.nn.Linear(2, 2), {})
+
+
+def test_fixed_blends_are_the_baked_in_seeds() -> None:
+    static = export_static(staged_model(HOSTS["cnn-2d"], SeedStage.FOSSILIZED, AlphaAlgorithm.MULTIPLY))
+    blends = static.fixed_blends()
+    assert blends and list(blends) == list(static.blends)
+    assert all(isinstance(blend, FixedBlend) and blend is static.blends[sid] for sid, blend in blends.items())
+
+
 def test_non_fossilized_seeds_are_left_out_with_a_warning() -> None:
     model = mixed_model()
     with pytest.warns(UserWarning) as caught:

@@ -187,6 +187,20 @@ def test_load_state_dict_is_strict() -> None:
         small.load_state_dict(state)
 
 
+def test_load_state_dict_checks_policy_and_optimizer_before_loading_either() -> None:
+    trainer, _, _ = build(seed=0, n_envs=2)
+    state = trainer.state_dict()
+    target, _, _ = build(seed=1, n_envs=2)
+    before = {k: v.clone() for k, v in target.policy.state_dict().items()}
+    with pytest.raises(ValueError, match="'optimizer' expected a dict, got list"):
+        target.load_state_dict({**state, "optimizer": []})
+    with pytest.raises(ValueError, match="'policy' expected a dict, got str"):
+        target.load_state_dict({**state, "policy": "weights"})
+    # Nothing was loaded: the policy still has its own weights.
+    for name, value in target.policy.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
 def test_architecture_rebuilds_the_same_network() -> None:
     policy = RecurrentActorCritic(OBS_DIM, ACTION_SPACE, hidden=32, lstm_hidden=24, head_hidden=8)
     arch = policy.architecture()

@@ -209,6 +209,10 @@ def test_cache_round_trip_is_atomic_and_strict(tmp_path: Path) -> None:
         load_arrays(path, ("a", "c"))
     with pytest.raises(ValueError, match="numeric numpy array"):
         save_arrays(tmp_path / "obj.npz", {"a": np.array([{}], dtype=object)})
+    # np.savez would take this name as its own flag and save no array under it.
+    with pytest.raises(ValueError, match="'allow_pickle' cannot name an array"):
+        save_arrays(tmp_path / "flag.npz", {"allow_pickle": np.zeros(2)})
+    assert not (tmp_path / "flag.npz").exists()
 
 
 def test_cache_refuses_pickled_and_corrupt_files(tmp_path: Path) -> None:

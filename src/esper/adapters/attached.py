@@ -123,7 +123,7 @@ class AttachedModel(MorphogeneticModel):
         targets = {sid: resolve_module(module, spec.module) for sid, spec in config.slots.items()}
         registry = registry if registry is not None else default_registry()
         # The user's module, not a segmented host: the inherited methods only use its parameters.
-        self.host = module  # type: ignore[assignment]
+        self.host = module  # type: ignore[assignment]  # a user module, not a HostProtocol (see above)
         self.attach_config = config
         self.gate_config = gates if gates is not None else GateConfig()
         self.seed_slots = nn.ModuleDict(

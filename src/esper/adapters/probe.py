@@ -159,6 +159,7 @@ def probe_slots(
             )
         output = outputs[0]
         index = locate_tensor(output, name)
+        # Ignored below: index is set only for a tuple or list output.
         tensor = output if index is None else output[index]  # type: ignore[index]
         assert isinstance(tensor, Tensor)
         kind = topology.get(slot_id, _topology(model, targets[slot_id], tensor.dim()))

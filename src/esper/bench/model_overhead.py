@@ -129,6 +129,7 @@ def grow_to_blending(
 
 def fossilize_all(model: MorphogeneticModel, slot_ids: Sequence[str]) -> None:
     """Finish the blend ramps of BLENDING seeds, then hold and fossilize them."""
+    # Ignored below: BLENDING slots hold a seed state.
     limit = max(model.slot(sid).state.blend_steps for sid in slot_ids) + 1  # type: ignore[union-attr]
     for _ in range(limit):
         if all(model.slot(sid).alpha.at_target for sid in slot_ids):
@@ -213,7 +214,7 @@ def fossilized_overhead(settings: BenchSettings) -> dict[str, Any]:
         fossilize_all(model, slot_ids)
         _perturb_seeds(model)
         seeds = [model.slot(sid).seed for sid in slot_ids]
-        static = StaticGrownCNN(host, seeds).train()  # type: ignore[arg-type]
+        static = StaticGrownCNN(host, seeds).train()  # type: ignore[arg-type]  # every slot holds a fossilized seed
         x = case.input()
         _check_equal(model, static, x, f"fossilized_overhead/{case.name}")
         timing = time_pair(partial(_train_step, model, x), partial(_train_step, static, x), settings.plan)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 import esper
@@ -191,7 +191,7 @@ def print_table(document: dict[str, Any], console: Console) -> None:
     )
     table = Table(title=f"esper bench ({plan['rounds']} rounds, medians; clock: {plan['clock']})")
     for column in ("suite", "metric / case", "ours ms", "plain ms", "ratio", "IQR", "goal", "result"):
-        justify = "left" if column in ("suite", "metric / case") else "right"
+        justify: JustifyMethod = "left" if column in ("suite", "metric / case") else "right"
         table.add_column(column, justify=justify)
     for suite, metrics in document["results"].items():
         for name, metric in metrics.items():

@@ -104,7 +104,7 @@ class PairTiming:
             return [p / o for o, p in zip(self.ours_ms, self.plain_ms, strict=True)]
         raise ValueError(f"kind: expected 'ratio' or 'speedup', got {kind!r}")
 
-    def summary(self, kind: Kind) -> dict[str, float | int]:
+    def summary(self, kind: Kind) -> dict[str, float | int | str]:
         values = self.per_round(kind)
         quartiles = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
         return {

@@ -142,6 +142,7 @@ def save_agent(path: str | os.PathLike[str], trainer: PPOTrainer, meta: AgentMet
         )
     state = trainer.state_dict()
     state["policy"] = dict(state["policy"])  # type: ignore[call-overload]  # an OrderedDict is not a plain dict
+    # Ignored below: the optimizer's own state_dict.
     state["optimizer"] = optimizer_to_primitives(state["optimizer"])  # type: ignore[arg-type]
     payload = {"trainer": state, "meta": meta.to_dict()}
     save_checkpoint(payload, path, format=AGENT_CHECKPOINT_FORMAT, schema_version=AGENT_CHECKPOINT_VERSION)

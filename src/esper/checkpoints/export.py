@@ -33,6 +33,7 @@ from esper.checkpoints.strict import validate
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage
 from esper.hosts import HOST_KINDS, build_host
+from esper.hosts.protocol import HostProtocol
 from esper.model import MorphogeneticModel
 from esper.seeds.blending import BlendGate, blend
 
@@ -85,6 +86,8 @@ class StaticGrownModel(nn.Module):
 
     def __init__(self, host: nn.Module, blends: dict[str, FixedBlend]) -> None:
         super().__init__()
+        if not isinstance(host, HostProtocol):
+            raise TypeError(f"StaticGrownModel: host must implement HostProtocol, got {type(host).__name__}")
         unknown = sorted(set(blends) - set(host.slot_ids()))
         if unknown:
             raise ValueError(
@@ -101,6 +104,10 @@ class StaticGrownModel(nn.Module):
             if slot_id in self.blends:
                 h = self.blends[slot_id](h)
         return self.host.head(h)
+
+    def fixed_blends(self) -> dict[str, FixedBlend]:
+        """The baked-in seeds by slot id (`self.blends`, typed: an nn.ModuleDict's values are plain Modules)."""
+        return {sid: blend for sid, blend in self.blends.items() if isinstance(blend, FixedBlend)}
 
 
 def export_static(model: MorphogeneticModel) -> StaticGrownModel:
@@ -185,7 +192,7 @@ def export_safetensors(model: MorphogeneticModel, path: str | os.PathLike[str]) 
         "host_config": model.host.config(),
         "seeds": {
             sid: {"blueprint": blend.blueprint, "algorithm": blend.algorithm.name, "alpha": blend.alpha}
-            for sid, blend in static.blends.items()
+            for sid, blend in static.fixed_blends().items()
         },
         "aliases": aliases,
     }
@@ -234,6 +241,10 @@ def _rebuild(
             host = build_host(meta.host_kind, meta.host_config)
         except ValueError as error:
             raise CheckpointError.at("metadata > esper > host_config", str(error)) from None
+        if not isinstance(host, HostProtocol):
+            raise CheckpointError.at(
+                "metadata > esper > host_kind", f"host kind {meta.host_kind!r} does not implement HostProtocol"
+            )
         blends = {sid: _rebuild_blend(host, sid, seed, registry) for sid, seed in meta.seeds.items()}
         static = StaticGrownModel(host, blends)
     state = dict(tensors)
@@ -258,7 +269,7 @@ def _rebuild(
 
 
 def _rebuild_blend(
-    host: nn.Module, slot_id: str, seed: _ExportedSeed, registry: BlueprintRegistry
+    host: HostProtocol, slot_id: str, seed: _ExportedSeed, registry: BlueprintRegistry
 ) -> FixedBlend:
     where = join_path("metadata > esper > seeds", slot_id)
     if slot_id not in host.slot_ids():

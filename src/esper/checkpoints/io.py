@@ -74,7 +74,7 @@ def _check(value: object, parts: tuple[str | int, ...], on_path: set[int]) -> No
         return
     if kind is dict:
         _enter(value, parts, on_path)
-        for key, item in value.items():  # type: ignore[attr-defined]
+        for key, item in value.items():  # type: ignore[attr-defined]  # `kind is dict` is not narrowed
             # int keys appear in optimizer state_dicts (parameter indices); both load under weights_only.
             if type(key) not in (str, int):
                 raise CheckpointError.at(
@@ -85,7 +85,7 @@ def _check(value: object, parts: tuple[str | int, ...], on_path: set[int]) -> No
         return
     if kind is list:
         _enter(value, parts, on_path)
-        for index, item in enumerate(value):  # type: ignore[arg-type]
+        for index, item in enumerate(value):  # type: ignore[arg-type]  # `kind is list` is not narrowed
             _check(item, (*parts, index), on_path)
         on_path.discard(id(value))
         return

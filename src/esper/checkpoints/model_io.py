@@ -17,7 +17,7 @@ checkpoint then overwrites.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -43,7 +43,10 @@ __all__ = ["ModelSection", "load_model", "model_from_payload", "model_payload", 
 # The key under which a run checkpoint embeds the model layout.
 RUN_MODEL_KEY = "model"
 
-StoredGateConfig = all_required(GateConfig)
+if TYPE_CHECKING:  # built at run time, so a type checker sees the class it derives from
+    StoredGateConfig = GateConfig
+else:
+    StoredGateConfig = all_required(GateConfig)
 
 
 class HostSection(BaseModel):
@@ -61,7 +64,7 @@ class ModelSection(BaseModel):
 
     host: HostSection
     slots: list[str]
-    gates: StoredGateConfig  # type: ignore[valid-type]
+    gates: StoredGateConfig
     # Per slot; each entry is validated against SlotLifecycle with its own path.
     seed_slots: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
@@ -198,6 +201,7 @@ def _build(section: ModelSection, where: str, registry: BlueprintRegistry | None
         )
     config_path = join_path(where, "host", "config")
     # Every key of the host's config is stored: a missing one is damage, not its default.
+    # Ignored below: register_host requires config_class.
     validate(all_required(HOST_KINDS[kind].config_class), section.host.config, config_path)  # type: ignore[attr-defined]
     try:
         host = build_host(kind, section.host.config)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeGuard
 
 import numpy as np
 import torch
@@ -194,7 +194,7 @@ def _governor_problems(state: RunState, max_rollbacks: int, consecutive: int, wh
 
 
 # ---------------------------------------------------------------- RNG states
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return type(value) is int
 
 
@@ -235,7 +235,7 @@ def _python_rng_problems(python: list[Any], where: str) -> Problems:
 
 def _words_problems(words: Iterable[object], where: str) -> Problems:
     for index, word in enumerate(words):
-        if not _is_int(word) or not 0 <= word < _UINT32:  # type: ignore[operator]
+        if not _is_int(word) or not 0 <= word < _UINT32:
             return [(join_path(where, index), f"expected an int in [0, 2**32), got {word!r}")]
     return []
 
@@ -365,7 +365,7 @@ def _per_parameter_keys(optimizer: torch.optim.Optimizer) -> frozenset[str]:
 
 
 def _number(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]  # `type() in` is not narrowed
 
 
 def optimizer_problems(saved: OptimizerState, optimizer: torch.optim.Optimizer, where: str) -> Problems:

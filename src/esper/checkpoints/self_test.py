@@ -34,7 +34,7 @@ from esper.checkpoints.model_io import save_model
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.constants import EMBARGO_EPOCHS
 from esper.contracts.schema import AGENT_CHECKPOINT_FORMAT, AGENT_CHECKPOINT_VERSION
-from esper.contracts.shapes import SlotShape
+from esper.contracts.shapes import SlotShape, Topology
 from esper.contracts.stages import SLOT_STAGES, SeedStage
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
@@ -67,14 +67,14 @@ class TinyHost:
 
     label: str
     kind: str
-    topology: str
+    topology: Topology
     width: int
     spatial_dims: int = 0
     n_heads: int = 0
 
     @property
     def slot_shape(self) -> SlotShape:
-        return SlotShape(self.topology, self.width, spatial_dims=self.spatial_dims, n_heads=self.n_heads)  # type: ignore[arg-type]
+        return SlotShape(self.topology, self.width, spatial_dims=self.spatial_dims, n_heads=self.n_heads)
 
     def config(self, n_slots: int) -> dict[str, Any]:
         if self.kind == "cnn":

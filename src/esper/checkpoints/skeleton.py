@@ -88,7 +88,7 @@ class _SkeletonMode(DeviceContext):
     def __init__(self) -> None:
         super().__init__("meta")
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _SKIPPED_ON_META:
             # torch.nn.init passes its tensor by keyword; tensor methods get it as the first argument.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import types
 import typing
 from functools import cache
-from typing import Annotated, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -60,16 +60,19 @@ def _required_annotation(annotation: Any) -> Any:
         return all_required(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is list:
-        return list[_required_annotation(args[0])]
+        return types.GenericAlias(list, _required_annotation(args[0]))
     if origin is dict:
-        return dict[args[0], _required_annotation(args[1])]
+        return types.GenericAlias(dict, (args[0], _required_annotation(args[1])))
     if origin in (Union, types.UnionType):
         return Union[tuple(_required_annotation(arg) for arg in args)]  # noqa: UP007 (built at run time)
     return annotation
 
 
 # The stored forms of the slot's pydantic state models (every key required).
-StoredSeedState = all_required(SeedState)
+if TYPE_CHECKING:  # built at run time, so a type checker sees the class it derives from
+    StoredSeedState = SeedState
+else:
+    StoredSeedState = all_required(SeedState)
 
 
 class SlotLifecycle(BaseModel):
@@ -80,7 +83,7 @@ class SlotLifecycle(BaseModel):
     tick: Annotated[int, Field(ge=0)]
     pending_prune_reason: str | None
     alpha: AlphaControllerState
-    seed_state: StoredSeedState | None  # type: ignore[valid-type]
+    seed_state: StoredSeedState | None
 
 
 _FRESH_ALPHA = AlphaController().to_dict()

@@ -74,7 +74,7 @@ def handler(args: argparse.Namespace) -> int:
     print(f"  host: {model.host.kind} {model.host.config()}")
     if not static.blends:
         print("  seeds: none fossilized (the export is the bare host)")
-    for slot_id, blend in static.blends.items():
+    for slot_id, blend in static.fixed_blends().items():
         print(f"  seed {slot_id}: {blend.blueprint} ({blend.algorithm.name}, alpha {blend.alpha})")
     print(f"  parameters: {params}")
     return 0

@@ -60,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         raise SystemExit(2)
 
     # argparse's own errors (a non-integer --seeds, say) print one line too, not the usage block.
-    parser.error = one_line_error  # type: ignore[method-assign]
+    parser.error = one_line_error
     parser.set_defaults(func=handle)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import IntEnum
-from typing import Annotated, Any
+from typing import Any
 
+from annotated_types import GroupedMetadata
 from pydantic import BaseModel, ConfigDict, PlainSerializer, PlainValidator
 
 # Upper bounds of host sizes: far beyond any model this framework trains. A config (or checkpoint)
@@ -23,9 +25,19 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, validate_default=True)
 
 
-def int_enum(enum_type: type[IntEnum]) -> Any:
-    """Field type for an IntEnum persisted as a plain int.
+class _Metadata(GroupedMetadata):
+    # Several pydantic annotations that pydantic unpacks as if written one after another.
+    def __init__(self, *items: Any) -> None:
+        self._items = items
 
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+
+def int_enum(enum_type: type[IntEnum]) -> GroupedMetadata:
+    """Pydantic metadata for an IntEnum persisted as a plain int: `Annotated[Stage, int_enum(Stage)]`.
+
+    Written as a static `Annotated` alias so a type checker sees the enum type itself.
     Accepts an enum member or a plain int that is one of its values (not a
     bool, str or float), and serialises to a plain int so the result loads
     under `torch.load(weights_only=True)`.
@@ -42,4 +54,4 @@ def int_enum(enum_type: type[IntEnum]) -> Any:
             valid = ", ".join(f"{m.value} ({m.name})" for m in enum_type)
             raise ValueError(f"expected one of {valid}, got {value}") from None
 
-    return Annotated[enum_type, PlainValidator(check), PlainSerializer(int, return_type=int)]
+    return _Metadata(PlainValidator(check), PlainSerializer(int, return_type=int))

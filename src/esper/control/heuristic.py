@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Annotated
 
 from pydantic import ConfigDict, Field
 
@@ -47,7 +48,7 @@ from esper.seeds.gates import evaluate_gate
 from esper.seeds.slot import SeedSlot
 
 _FULL_ALPHA = 1.0
-AlgorithmField = int_enum(AlphaAlgorithm)
+AlgorithmField = Annotated[AlphaAlgorithm, int_enum(AlphaAlgorithm)]
 
 
 class HeuristicConfig(StrictConfig):

@@ -43,9 +43,9 @@ def broadcast_object(value: T) -> T:
     """Rank 0's `value` on every rank (any picklable object)."""
     if not active():
         return value
-    box: list[object] = [value]
+    box: list[T] = [value]
     dist.broadcast_object_list(box, src=0, device=_collective_device())
-    return box[0]  # type: ignore[return-value]
+    return box[0]
 
 
 class _Failed:
@@ -70,4 +70,4 @@ def on_main(work: Callable[[], T]) -> T:
     outcome = broadcast_object(outcome)
     if isinstance(outcome, _Failed):
         raise outcome.error
-    return outcome  # type: ignore[return-value]
+    return outcome  # type: ignore[return-value]  # rank 0 ran work(): a T, or it raised above

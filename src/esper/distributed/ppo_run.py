@@ -14,11 +14,14 @@ from esper.distributed.group import active, rank, world_size
 
 
 class _PPOSettings(Protocol):
-    n_minibatches: int
+    @property
+    def n_minibatches(self) -> int: ...
 
 
 class _EnvCount(Protocol):
-    envs: int
+    # Read-only, as the fields of a frozen config are.
+    @property
+    def envs(self) -> int: ...
 
     @property
     def ppo(self) -> _PPOSettings: ...

@@ -101,6 +101,7 @@ class CNNHost(SegmentedHost):
 
     kind: ClassVar[str]  # set by register_host
     config_class = CNNHostConfig
+    cfg: CNNHostConfig
 
     def __init__(self, cfg: CNNHostConfig) -> None:
         super().__init__()

@@ -51,7 +51,7 @@ def register_host(kind: str) -> Callable[[HostT], HostT]:
             )
         if kind in _HOST_KINDS:
             raise ValueError(f"register_host: kind {kind!r} is already registered to {_HOST_KINDS[kind].__name__}")
-        cls.kind = kind  # type: ignore[attr-defined]
+        cls.kind = kind  # type: ignore[attr-defined]  # the registered class gets its kind here
         _HOST_KINDS[kind] = cls
         return cls
 
@@ -68,7 +68,7 @@ def build_host(kind: str, config: dict[str, Any]) -> nn.Module:
     if not isinstance(config, dict):
         raise ValueError(f"{kind} host config: expected a dict, got {type(config).__name__}")
     cls = _HOST_KINDS[kind]
-    config_class: type[StrictConfig] = cls.config_class  # type: ignore[attr-defined]
+    config_class: type[StrictConfig] = cls.config_class  # type: ignore[attr-defined]  # register_host checked it
     try:
         parsed = config_class.model_validate(config)
     except ValidationError as exc:

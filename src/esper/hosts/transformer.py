@@ -101,6 +101,7 @@ class GPTHost(SegmentedHost):
 
     kind: ClassVar[str]  # set by register_host
     config_class = GPTHostConfig
+    cfg: GPTHostConfig
 
     def __init__(self, cfg: GPTHostConfig) -> None:
         super().__init__()

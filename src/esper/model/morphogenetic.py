@@ -84,7 +84,7 @@ class MorphogeneticModel(nn.Module):
         )
         # Segment i is followed by the slot with the i-th host slot id, if enabled.
         self._chain: list[tuple[nn.Module, SeedSlot | None]] = [
-            (segment, self.seed_slots[sid] if sid in chosen else None)
+            (segment, self.slot(sid) if sid in chosen else None)
             for segment, sid in zip(host.segments, available, strict=True)
         ]
 
@@ -128,7 +128,7 @@ class MorphogeneticModel(nn.Module):
         h = h.repeat(k, *([1] * (h.dim() - 1)))
         with ExitStack() as stack:
             for sid in named:
-                slot = self.seed_slots[sid]
+                slot = self.slot(sid)
                 current = slot.alpha.alpha
                 per_setting = torch.tensor(
                     [setting.get(sid, current) for setting in alpha_settings], dtype=dtype, device=x.device
@@ -145,12 +145,14 @@ class MorphogeneticModel(nn.Module):
     def slot(self, slot_id: str) -> SeedSlot:
         if slot_id not in self.seed_slots:
             raise LifecycleError(f"unknown slot {slot_id!r}; slots are {list(self.seed_slots)}")
+        # Ignored below: nn.ModuleDict's values are typed Module; these are SeedSlots.
         return self.seed_slots[slot_id]  # type: ignore[return-value]
 
     def slot_ids(self) -> list[str]:
         return list(self.seed_slots)
 
     def slots(self) -> list[SeedSlot]:
+        # Ignored below: nn.ModuleDict's values are typed Module; these are SeedSlots.
         return list(self.seed_slots.values())  # type: ignore[arg-type]
 
     def _device(self) -> torch.device:

@@ -154,7 +154,7 @@ class ActionMasks:
     def to(self, device: torch.device | str) -> ActionMasks:
         return self.apply(lambda t: t.to(device))
 
-    def index(self, idx: object) -> ActionMasks:
+    def index(self, idx: Tensor | slice | int) -> ActionMasks:
         """Index the leading (batch) dims of every tensor, e.g. masks.index(env_ids)."""
         return self.apply(lambda t: t[idx])
 

@@ -226,8 +226,9 @@ class GrowthEnv:
         if self.done:
             raise ValueError("GrowthEnv.expert_action: the episode is over; call reset(seed)")
         assert self._masks is not None and self.layout is not None and self._signals is not None
+        assert self.space is not None  # set with the layout
         if self.aborted:
-            return FactoredAction.from_indices([0] * len(self.space.nvec()))  # type: ignore[union-attr]
+            return FactoredAction.from_indices([0] * len(self.space.nvec()))
         if self._expert is None or self._expert_spec != spec:
             assert self.seed is not None
             self._expert = build_controller(

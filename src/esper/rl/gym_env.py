@@ -88,7 +88,7 @@ def flat_action_mask(masks: ActionMasks) -> np.ndarray:
     return np.concatenate([np.asarray(parts[name], dtype=bool) for name in HEADS])
 
 
-class GymGrowthEnv(gym.Env):  # type: ignore[misc]
+class GymGrowthEnv(gym.Env):
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
 
     def __init__(
@@ -124,6 +124,7 @@ class GymGrowthEnv(gym.Env):  # type: ignore[misc]
         # The slot layout is the task's host's; building it is cheap and trains nothing.
         host_config = {**task_spec.host_config_for(splits), **train_config.host_overrides}
         with torch.random.fork_rng(devices=[]):
+            # Ignored below: build_host is typed nn.Module; every host kind implements HostProtocol.
             host: HostProtocol = build_host(task_spec.host_kind, host_config)  # type: ignore[assignment]
             slot_ids = tuple(host.slot_ids())
         blueprints = tuple(train_config.blueprints or task_spec.default_blueprints)

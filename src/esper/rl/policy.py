@@ -46,13 +46,15 @@ class EvaluateResult(NamedTuple):
 
 
 def _mlp_head(n_in: int, n_hidden: int, n_out: int, out_gain: float) -> nn.Sequential:
-    head = nn.Sequential(nn.Linear(n_in, n_hidden), nn.ReLU(), nn.Linear(n_hidden, n_out))
-    nn.init.orthogonal_(head[0].weight, gain=math.sqrt(2.0))
-    nn.init.orthogonal_(head[2].weight, gain=out_gain)
-    return head
+    first, last = nn.Linear(n_in, n_hidden), nn.Linear(n_hidden, n_out)
+    nn.init.orthogonal_(first.weight, gain=math.sqrt(2.0))
+    nn.init.orthogonal_(last.weight, gain=out_gain)
+    return nn.Sequential(first, nn.ReLU(), last)
 
 
 class RecurrentActorCritic(nn.Module):
+    _credit: Tensor  # registered as a buffer in __init__
+
     def __init__(
         self,
         obs_dim: int,
@@ -74,8 +76,9 @@ class RecurrentActorCritic(nn.Module):
         self.head_hidden = head_hidden
         self.head_sizes = action_space.head_sizes()
 
-        self.encoder = nn.Sequential(nn.Linear(obs_dim, hidden), nn.LayerNorm(hidden), nn.ReLU())
-        nn.init.orthogonal_(self.encoder[0].weight, gain=math.sqrt(2.0))
+        encoder_in = nn.Linear(obs_dim, hidden)
+        self.encoder = nn.Sequential(encoder_in, nn.LayerNorm(hidden), nn.ReLU())
+        nn.init.orthogonal_(encoder_in.weight, gain=math.sqrt(2.0))
         self.lstm = nn.LSTM(hidden, lstm_hidden, batch_first=True)
         for name, param in self.lstm.named_parameters():
             if name.startswith("weight"):
@@ -94,7 +97,7 @@ class RecurrentActorCritic(nn.Module):
     # ---- state -------------------------------------------------------------
     @property
     def device(self) -> torch.device:
-        return self.encoder[0].weight.device
+        return next(self.encoder.parameters()).device  # the first layer's weight
 
     def initial_state(self, batch: int) -> LSTMState:
         zeros = torch.zeros(1, batch, self.lstm_hidden, device=self.device)

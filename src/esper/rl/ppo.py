@@ -293,11 +293,19 @@ class PPOTrainer:
                 raise ValueError(
                     f"{owner}.load_state_dict: '{key}' expected a dict, got {type(saved).__name__}"
                 )
-        self.policy.load_state_dict(state["policy"], strict=True)
-        self.optimizer.load_state_dict(state["optimizer"])
+        policy_state, optimizer_state = state["policy"], state["optimizer"]
+        if not isinstance(policy_state, Mapping):
+            raise ValueError(f"{owner}.load_state_dict: 'policy' expected a dict, got {type(policy_state).__name__}")
+        if not isinstance(optimizer_state, dict):
+            raise ValueError(
+                f"{owner}.load_state_dict: 'optimizer' expected a dict, got {type(optimizer_state).__name__}"
+            )
+        self.policy.load_state_dict(policy_state, strict=True)
+        self.optimizer.load_state_dict(optimizer_state)
         for key, normalizer in normalizers:
-            if normalizer is not None:
-                normalizer.load_state_dict(state[key])
+            saved = state[key]
+            if normalizer is not None and isinstance(saved, Mapping):  # checked above: present and a dict
+                normalizer.load_state_dict(saved)
         self.generator.set_state(generator_state)
         self.updates = updates
 

@@ -77,8 +77,8 @@ def curve_value(curve: AlphaCurve, progress: float, steepness: float = DEFAULT_S
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
-ModeField = int_enum(AlphaMode)
-CurveField = int_enum(AlphaCurve)
+ModeField = Annotated[AlphaMode, int_enum(AlphaMode)]
+CurveField = Annotated[AlphaCurve, int_enum(AlphaCurve)]
 
 
 class AlphaControllerState(StrictConfig):

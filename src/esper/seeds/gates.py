@@ -97,9 +97,9 @@ def evaluate_gate(
         measured = contribution is not None
         checks.check(measured, "contribution measured")
         checks.check(
-            measured and contribution > threshold
+            contribution is not None and contribution > threshold
             if config.permissive
-            else measured and contribution >= threshold,
+            else contribution is not None and contribution >= threshold,
             f"contribution {'>' if config.permissive else '>='} {threshold} pt",
         )
         grad = metrics.seed_gradient_norm

@@ -15,8 +15,8 @@ from esper.contracts.alpha import ALPHA_TARGETS, AlphaAlgorithm
 from esper.contracts.config import int_enum
 from esper.contracts.stages import SeedStage
 
-StageField = int_enum(SeedStage)
-AlgorithmField = int_enum(AlphaAlgorithm)
+StageField = Annotated[SeedStage, int_enum(SeedStage)]
+AlgorithmField = Annotated[AlphaAlgorithm, int_enum(AlphaAlgorithm)]
 
 
 def _non_negative_or_nan(value: float) -> float:

@@ -25,6 +25,6 @@ def sync_decision(decision: T) -> T:
     """Return rank 0's `decision` on every rank (a picklable primitive or dataclass)."""
     if not distributed_active():
         return decision
-    box: list[object] = [decision]
+    box: list[T] = [decision]
     dist.broadcast_object_list(box, src=0)
-    return box[0]  # type: ignore[return-value]
+    return box[0]

@@ -44,6 +44,8 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     if path.suffix != ".npz":
         raise ValueError(f"save_arrays: cache files end in .npz, got {path}")
     for name, array in arrays.items():
+        if name == "allow_pickle":  # np.savez takes this keyword as its own flag, not as an array
+            raise ValueError("save_arrays: 'allow_pickle' cannot name an array (np.savez reserves it)")
         if not isinstance(array, np.ndarray) or array.dtype == object:
             raise ValueError(
                 f"save_arrays: {name!r} must be a numeric numpy array, got {type(array).__name__}"
@@ -55,7 +57,7 @@ def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
             dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp", delete=False
         ) as handle:
             temp = Path(handle.name)
-            np.savez(handle, **arrays)
+            np.savez(handle, allow_pickle=False, **arrays)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, path)

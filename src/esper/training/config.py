@@ -19,6 +19,11 @@ from esper.contracts.validation import describe_validation_error
 from esper.seeds.gates import GateConfig
 
 SEED_MAX = 2**32 - 1
+TelemetryName = Literal["console", "jsonl", "tensorboard", "wandb"]
+
+
+def _jsonl_only() -> list[TelemetryName]:
+    return ["jsonl"]
 
 
 class ConfigError(ValueError):
@@ -75,9 +80,7 @@ class TrainConfig(StrictConfig):
     gates: GateConfig = Field(default_factory=lambda: GateConfig(permissive=True))
     governor: GovernorConfig = Field(default_factory=GovernorConfig)
     heuristic: dict[str, Any] = Field(default_factory=dict)
-    telemetry: list[Literal["console", "jsonl", "tensorboard", "wandb"]] = Field(
-        default_factory=lambda: ["jsonl"]
-    )
+    telemetry: list[TelemetryName] = Field(default_factory=_jsonl_only)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -120,7 +120,7 @@ def _std(values: list[float]) -> float:
 
 def summarize_runs(runs: Sequence[dict[str, Any]], controllers: Sequence[str]) -> list[dict[str, Any]]:
     """One row per controller (in the given order), with gains measured against `static` if it ran."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in controllers:
         mine = [r for r in runs if r["controller"] == name]
         if not mine:

@@ -343,7 +343,10 @@ class GrowthRun:
     def state_dict(self) -> dict[str, Any]:
         """Everything but the model (the checkpoint layer stores the model)."""
         py_version, py_state, py_gauss = random.getstate()
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+        np_legacy = np.random.get_state(legacy=True)
+        if not isinstance(np_legacy, tuple):  # only a non-MT19937 global generator gives a dict
+            raise RuntimeError("numpy's global random generator is not MT19937: its state cannot be saved")
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_legacy
         return {
             "epoch": self.epoch,
             "history": {k: list(v) for k, v in self.history.items()},

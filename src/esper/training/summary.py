@@ -41,7 +41,7 @@ def summarize(events: Iterable[ev.TelemetryEvent]) -> dict[str, Any]:
             finished = None
         elif isinstance(event, ev.SeedStageChanged):
             if event.from_stage == "DORMANT" and event.to_stage == "GERMINATED":
-                record = {
+                record: dict[str, Any] = {
                     "slot": event.slot,
                     "blueprint": event.blueprint,
                     "germinated_epoch": event.epoch,

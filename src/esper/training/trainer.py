@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import JsonValue
 
 import esper
 from esper import distributed
@@ -180,7 +181,7 @@ def run_training(
             reason = f"{GOVERNOR_ABORT}: {error}"
             commit_epoch()
         test_loss, test_accuracy = run.test()
-        final = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
+        final: dict[str, JsonValue] = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
         if reason == "completed" or reason.startswith(GOVERNOR_ABORT):
             hub.emit(ev.RunFinished(epoch=run.epoch, summary=final, reason=reason))
             # Commit the run_finished line too: extending the run later keeps it (the history says

@@ -274,6 +274,7 @@ def _embedded_bytes(call: Call) -> bytes | None:
     if global_name(arg) == "_codecs.encode" and isinstance(arg, Call) and isinstance(arg.args, Seq):
         parts = arg.args.items
         if len(parts) == 2 and all(isinstance(part, Prim) and isinstance(part.value, str) for part in parts):
+            # Ignored below: all() above does not narrow: both are Prims.
             return str(parts[0].value).encode(str(parts[1].value))  # type: ignore[attr-defined]
     return None
 

@@ -203,6 +203,8 @@ class _Machine:
     def run(self, stream: BinaryIO) -> PickleScan:
         try:
             for opcode, arg, pos in pickletools.genops(stream):
+                if pos is None:  # genops gives offsets only for streams with tell(), as every stream here has
+                    raise self.fail("the stream cannot report byte offsets")
                 self.pos, self.op = pos, opcode.name
                 if opcode.name not in self.facts.supported_opcodes:
                     self.unsupported.setdefault(opcode.name, []).append(pos)
@@ -256,11 +258,12 @@ class _Machine:
         elif name == "DUP":
             self.stack.append(self.top())
         elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            # Ignored below: pickletools types opcode arguments as object; PUT's is an int.
             self.memo[len(self.memo) if name == "MEMOIZE" else int(arg)] = self.top()  # type: ignore[call-overload]
         elif name in ("GET", "BINGET", "LONG_BINGET"):
             if arg not in self.memo:
                 raise self.fail(f"memo key {arg!r} was never stored")
-            self.stack.append(self.memo[arg])  # type: ignore[index]
+            self.stack.append(self.memo[arg])
         elif name in ("GLOBAL", "INST"):
             module, _, attr = str(arg).partition(" ")
             ref = self.make_global(module, attr)
@@ -268,12 +271,12 @@ class _Machine:
             if name == "GLOBAL":
                 self.stack.append(ref)
             else:
-                args = Seq(offset=self.pos, kind="tuple", items=self.pop_mark())
+                args: Node = Seq(offset=self.pos, kind="tuple", items=self.pop_mark())
                 self.push(Call(offset=self.pos, op="INST", func=ref, args=args))
         elif name == "STACK_GLOBAL":
-            attr, module = self.pop(), self.pop()
-            if isinstance(module, Prim) and isinstance(attr, Prim) and isinstance(module.value, str):
-                self.push(self.make_global(module.value, str(attr.value)))
+            attr_node, module_node = self.pop(), self.pop()
+            if isinstance(module_node, Prim) and isinstance(attr_node, Prim) and isinstance(module_node.value, str):
+                self.push(self.make_global(module_node.value, str(attr_node.value)))
             else:
                 self.push(GlobalRef(offset=self.pos, qualified="<name computed at load time>", allowed=False))
         elif name in ("EXT1", "EXT2", "EXT4"):
@@ -302,6 +305,7 @@ class _Machine:
         elif name == "NEXT_BUFFER":
             self.push(Opaque(offset=self.pos, what="out-of-band pickle buffer"))
         elif name == "PROTO":
+            # Ignored below: pickletools types opcode arguments as object; PROTO's is an int.
             self.protocol = int(arg)  # type: ignore[call-overload]
         elif name not in ("FRAME", "READONLY_BUFFER"):
             raise self.fail(f"opcode {name} is not handled by the audit")
@@ -384,7 +388,7 @@ def scan_stream(stream: BinaryIO) -> tuple[str, list[tuple[str, PickleScan]]]:
     start = stream.tell()
     size = stream.seek(0, io.SEEK_END)
     stream.seek(start)
-    stream = _Bounded(stream, size)  # type: ignore[assignment]
+    stream = _Bounded(stream, size)  # type: ignore[assignment]  # it has the read, readline and tell that genops uses
     first = scan_pickle(stream)
     if not (isinstance(first.root, Prim) and first.root.value == torch.serialization.MAGIC_NUMBER):
         return "pickle", [(ROOT, first)]

@@ -6,6 +6,7 @@ backend is constructed, so importing this package stays cheap.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from esper.telemetry.backends.console import ConsoleBackend
@@ -31,7 +32,7 @@ def _build_one(name: str, run_dir: Path) -> Backend:
     raise ValueError(f"telemetry backend: unknown name {name!r}; valid names are {list(BACKEND_NAMES)}")
 
 
-def build_backends(names: list[str], run_dir: Path) -> list[Backend]:
+def build_backends(names: Sequence[str], run_dir: Path) -> list[Backend]:
     """Backends for `names` (in order) writing under `run_dir`.
 
     Unknown or repeated names raise ValueError before anything is built; if a
