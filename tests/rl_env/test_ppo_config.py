@@ -45,6 +45,7 @@ def problems(data: dict[str, Any]) -> str:
         ({"train": {"max_batches_per_epok": 2}}, "train.max_batches_per_epok: unknown key"),
         ({"train": {"gates": {"permissive": 1}}}, "train.gates.permissive: expected bool, got int"),
         ({"train": 3}, "train: expected dict (TrainConfig), got int"),
+        ({"train": {"heuristic": {"min_epoch_to_germinat": 1}}}, "train.heuristic.min_epoch_to_germinat: unknown key"),
         ({"train": {"epochs": 3}}, "train.epochs: set by the PPO run: use episode_length"),
         ({"train": {"controller": "random"}}, "train.controller: set by the PPO run"),
         ({"train": {"task": "mnist1d"}}, "train.task: set by the PPO run: use task (here 'mnist1d-blind'), got"),

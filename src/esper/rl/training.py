@@ -26,7 +26,8 @@ from esper import distributed
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
-from esper.contracts.validation import ConfigProblems, describe_validation_error
+from esper.contracts.validation import ConfigProblems, describe_validation_error, problem_parts
+from esper.control.heuristic import HeuristicConfig
 from esper.distributed import ppo_run as dppo_run
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.environment import EnvConfig
@@ -52,8 +53,6 @@ EVENT_TYPES: frozenset[str] = frozenset(
 )
 # Settings that may change on resume without changing what is learned.
 RESUMABLE_CHANGES = frozenset({"rounds", "workers"})
-
-
 DEFAULT_TASK = "mnist1d-blind"
 # TrainConfig keys every episode sets itself, and where to set them instead.
 RUN_OWNED_TRAIN_KEYS: dict[str, str] = {
@@ -127,6 +126,14 @@ class PPORunConfig(StrictConfig):
                 f"expected ppo.gamma ({self.ppo.gamma}), got {self.reward.pbrs_gamma}: "
                 "potential-based shaping is policy-invariant only with the learner's discount",
             ))
+        # The imitation expert builds its HeuristicConfig from this table at each episode: a typo
+        # must stop the command now, not after the environments have loaded and trained.
+        try:
+            HeuristicConfig.model_validate(self.train.heuristic)
+        except ValidationError as error:
+            problems += [
+                (("train", "heuristic", *path), problem) for path, problem in problem_parts(HeuristicConfig, error)
+            ]
         if self.ppo.n_minibatches > self.envs:
             problems.append(
                 (("ppo", "n_minibatches"), f"expected a value <= envs ({self.envs}), got {self.ppo.n_minibatches}")
