@@ -103,16 +103,17 @@ def test_ppo_config_file_unknown_key_exits_2_naming_it(tmp_path: Path, capsys: p
     assert "ppo.learning_rate: unknown key" in capsys.readouterr().err.replace("\n", " ")
     config.write_text("[train]\nseed = 4\n", encoding="utf-8")
     assert cli_main.main(["ppo", "--config", str(config), "--out", str(tmp_path)]) == 2
-    assert "['seed'] are set by the PPO run itself" in capsys.readouterr().err.replace("\n", " ")
+    assert "train.seed: set by the PPO run: use seed" in capsys.readouterr().err.replace("\n", " ")
     config.write_text("[train]\nmax_batches_per_epoch = 'x'\n", encoding="utf-8")
     assert cli_main.main(["ppo", "--config", str(config), "--out", str(tmp_path)]) == 2
     assert "train.max_batches_per_epoch" in capsys.readouterr().err.replace("\n", " ")
     with pytest.raises(SystemExit) as exit_info:
         cli_main.main(["ppo", "--reward", "dense"])
     assert exit_info.value.code == 2
-    config.write_text("envs = 1\n", encoding="utf-8")  # a cross-field problem has no key path of its own
+    config.write_text("envs = 1\n", encoding="utf-8")  # a cross-field problem is named at the key it blames
     assert cli_main.main(["ppo", "--config", str(config), "--out", str(tmp_path)]) == 2
-    assert "bad.toml: ppo.n_minibatches (2) must be <= envs (1)" in capsys.readouterr().err.replace("\n", " ")
+    blamed = "bad.toml: ppo.n_minibatches: expected a value <= envs (1), got 2"
+    assert blamed in capsys.readouterr().err.replace("\n", " ")
     config.write_text("imitation = 3\n", encoding="utf-8")
     assert cli_main.main(["ppo", "--config", str(config), "--imitate", "1", "--out", str(tmp_path)]) == 2
     assert "imitation: expected a table of settings, got int" in capsys.readouterr().err.replace("\n", " ")

@@ -5,13 +5,16 @@ environments, spread over --workers processes, then updates the policy.
 Writes OUT/agent.pt (after every round), OUT/events.jsonl and OUT/learning.png.
 --rounds is the total: `--resume OUT/agent.pt --rounds 20` continues a
 10-round run for 10 more rounds, exactly as an uninterrupted 20-round run.
-A --config file (TOML or JSON) may set any PPORunConfig key (nested tables
-reward, ppo, policy, train); flags override it.
+A --config file (TOML or JSON) may set any PPORunConfig key (top-level keys
+and the tables train, reward, ppo, policy, imitation); flags override it.
+--show-config prints every setting the run would use (defaults included) as
+JSON, itself a valid --config file, and writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(imitation.rounds; default 4; 0: pure PPO)",
     )
     parser.add_argument("--config", type=Path, help="TOML or JSON file of PPORunConfig keys; flags override it")
+    parser.add_argument(
+        "--show-config", action="store_true", help="print every setting (file, flags and defaults) as JSON and exit"
+    )
     parser.add_argument("--out", type=Path, help="output directory (default: the --resume file's directory)")
     parser.add_argument("--resume", type=Path, help="continue from an agent checkpoint (OUT/agent.pt)")
     parser.add_argument("--no-progress", action="store_true", help="plain log lines instead of a live display")
@@ -124,6 +130,9 @@ def _handle(args: argparse.Namespace) -> int:
         source = str(args.config) if args.config else "arguments"
         err.print(f"[red]esper ppo: {source}: {config_error_message(error)}[/red]", highlight=False)
         return 2
+    if args.show_config:
+        print(json.dumps(config.model_dump(mode="json"), indent=2), flush=True)
+        return 0
     if args.resume is not None and not args.resume.is_file():
         err.print(f"[red]esper ppo: --resume {args.resume}: no such file[/red]", highlight=False)
         return 2

@@ -41,7 +41,7 @@ from esper.rl.rewards import RewardConfig, StateView, compute_reward, shapley_va
 from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.batches import eval_mode, evaluate
-from esper.training.config import TrainConfig
+from esper.training.config import SEED_MAX, TrainConfig
 from esper.training.growth_run import GovernorAbort, GrowthRun
 
 Emit = Callable[[ev.TelemetryEvent], None]
@@ -164,10 +164,10 @@ class GrowthEnv:
     # ------------------------------------------------------------------ API
     def reset(self, seed: int) -> tuple[Tensor, ActionMasks]:
         """Start a new run with `seed` and train its first epoch; returns (obs, masks)."""
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"GrowthEnv.reset seed: expected an int >= 0, got {seed!r}")
-        values = {**self.config.train.model_dump(), "seed": seed, "epochs": self.config.episode_length}
-        train_config = TrainConfig.model_validate(values)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+            raise ValueError(f"GrowthEnv.reset seed: expected an int in [0, {SEED_MAX}], got {seed!r}")
+        # The train config was validated with the EnvConfig; an episode changes only its seed and length.
+        train_config = self.config.train.model_copy(update={"seed": seed, "epochs": self.config.episode_length})
         self._rng = _RngState()
         self.tracker.reset()
         # enable_grad: callers (e.g. PPO's rollout loop) may step environments under no_grad.

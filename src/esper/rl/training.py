@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SerializationInfo, ValidationError, field_serializer, model_validator
 
 from esper import distributed
 from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.validation import ConfigProblems, describe_validation_error, problem_parts
+from esper.control.heuristic import HeuristicConfig
 from esper.distributed import ppo_run as dppo_run
 from esper.rl.buffer import RolloutBuffer
-from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
+from esper.rl.environment import EnvConfig
 from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
 from esper.rl.learning_report import render_learning
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
@@ -52,55 +53,105 @@ EVENT_TYPES: frozenset[str] = frozenset(
 )
 # Settings that may change on resume without changing what is learned.
 RESUMABLE_CHANGES = frozenset({"rounds", "workers"})
+DEFAULT_TASK = "mnist1d-blind"
+# TrainConfig keys every episode sets itself, and where to set them instead.
+RUN_OWNED_TRAIN_KEYS: dict[str, str] = {
+    "seed": "set by the PPO run: use seed (each episode's seed derives from it)",
+    "epochs": "set by the PPO run: use episode_length",
+    "controller": "set by the PPO run: the policy being trained is the controller",
+}
 
 
 class PolicyShape(StrictConfig):
-    hidden: int = Field(128, ge=1)
+    """Widths of the recurrent actor-critic (esper.rl.policy.RecurrentActorCritic)."""
+
+    hidden: int = Field(128, ge=1)  # the feature net before the LSTM
     lstm_hidden: int = Field(128, ge=1)
-    head_hidden: int = Field(64, ge=1)
+    head_hidden: int = Field(64, ge=1)  # each action head and the critic
 
 
 class PPORunConfig(StrictConfig):
-    task: str = "mnist1d-blind"
+    """Every setting of `esper ppo`, one tree: the top-level keys shape the run, each table is
+    one component's config (train: TrainConfig, reward: RewardConfig, ppo: PPOConfig,
+    policy: PolicyShape, imitation: ImitationConfig).
+
+    Validated once, when the command starts (config file and flags merged), with every problem
+    named by its full key path; then frozen and handed down: the environments get `train` as
+    the validated TrainConfig object. Every key and default: docs/ppo-config.md.
+    """
+
+    task: str = DEFAULT_TASK
     envs: int = Field(8, ge=1)
     rounds: int = Field(10, ge=1)  # total rounds (a resumed run continues up to this many)
     episode_length: int = Field(25, ge=1)
     workers: int = Field(2, ge=0)  # 0: environments in this process
     seed: int = Field(0, ge=0)
-    # TrainConfig fields for every environment's run (not task/seed/epochs/controller).
-    train: dict[str, Any] = Field(default_factory=dict)
+    # Every environment's growth run: any TrainConfig key but those in RUN_OWNED_TRAIN_KEYS;
+    # its task is always the run's `task`.
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(task=DEFAULT_TASK))
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyShape = Field(default_factory=PolicyShape)
     # Behaviour cloning of an expert before the first PPO round (esper.rl.imitation).
     imitation: ImitationConfig = Field(default_factory=ImitationConfig)
 
-    @field_validator("train")
+    @model_validator(mode="before")
     @classmethod
-    def _train_fields(cls, value: dict[str, Any]) -> dict[str, Any]:
-        owned = sorted((ENV_OWNED_KEYS | {"task"}) & set(value))
-        if owned:
-            raise ValueError(f"{owned} are set by the PPO run itself (use task, seed, episode_length)")
-        try:
-            TrainConfig.model_validate(value)
-        except ValidationError as error:
-            raise ConfigProblems(problem_parts(TrainConfig, error)) from None
-        return value
+    def _train_of_the_run(cls, data: Any) -> Any:
+        """The train table runs the run's task; a key each episode sets is refused by its path."""
+        if not isinstance(data, dict):
+            return data  # pydantic names the wrong type
+        # An absent key is the field's default (both are optional), not a guess at malformed data.
+        task = data.get("task", DEFAULT_TASK)
+        train = data.get("train", {})
+        if isinstance(train, TrainConfig):
+            train = train.model_dump(exclude_unset=True)
+        if not isinstance(train, dict) or not isinstance(task, str):
+            return data  # pydantic names the wrong type
+        problems: list[tuple[tuple[int | str, ...], str]] = [
+            (("train", key), why) for key, why in RUN_OWNED_TRAIN_KEYS.items() if key in train
+        ]
+        if "task" in train and train["task"] != task:
+            problems.append((("train", "task"), f"set by the PPO run: use task (here {task!r}), got {train['task']!r}"))
+        if problems:
+            raise ConfigProblems(problems)
+        return {**data, "train": {**train, "task": task}}
 
     @model_validator(mode="after")
     def _consistent(self) -> PPORunConfig:
+        problems: list[tuple[tuple[int | str, ...], str]] = []
         if self.reward.pbrs_gamma != self.ppo.gamma:
-            raise ValueError(
-                f"reward.pbrs_gamma ({self.reward.pbrs_gamma}) must equal ppo.gamma ({self.ppo.gamma}): "
-                "potential-based shaping is policy-invariant only with the learner's discount"
-            )
+            problems.append((
+                ("reward", "pbrs_gamma"),
+                f"expected ppo.gamma ({self.ppo.gamma}), got {self.reward.pbrs_gamma}: "
+                "potential-based shaping is policy-invariant only with the learner's discount",
+            ))
+        # The imitation expert builds its HeuristicConfig from this table at each episode: a typo
+        # must stop the command now, not after the environments have loaded and trained.
+        try:
+            HeuristicConfig.model_validate(self.train.heuristic)
+        except ValidationError as error:
+            problems += [
+                (("train", "heuristic", *path), problem) for path, problem in problem_parts(HeuristicConfig, error)
+            ]
         if self.ppo.n_minibatches > self.envs:
-            raise ValueError(f"ppo.n_minibatches ({self.ppo.n_minibatches}) must be <= envs ({self.envs})")
+            problems.append(
+                (("ppo", "n_minibatches"), f"expected a value <= envs ({self.envs}), got {self.ppo.n_minibatches}")
+            )
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
+    @field_serializer("train")
+    def _train_as_set(self, train: TrainConfig, info: SerializationInfo) -> dict[str, Any]:
+        """The keys set in the train table, without the run's task: a dump reads like the config
+        file and validates back to this config (agent checkpoints record it this way)."""
+        mode = "json" if info.mode_is_json() else "python"
+        return train.model_dump(mode=mode, exclude_unset=True, exclude={"task"})
+
     def env_config(self) -> EnvConfig:
-        train = TrainConfig.model_validate({**self.train, "task": self.task})
-        return EnvConfig(train=train, episode_length=self.episode_length, reward=self.reward)
+        """Every environment's config; it holds this config's TrainConfig, validated once already."""
+        return EnvConfig(train=self.train, episode_length=self.episode_length, reward=self.reward)
 
 
 def config_error_message(error: ValidationError) -> str:
@@ -168,10 +219,21 @@ def _round_stats(
     )
 
 
+def _by_path(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config dump keyed by full key path ("ppo.lr"), so a difference is named at its own key."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_by_path(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_resume(checkpoint: AgentCheckpoint, config: PPORunConfig) -> None:
     """The run being resumed must be the same run (only rounds and workers may change)."""
-    saved = checkpoint.meta.hyperparameters
-    current = config.model_dump(mode="json")
+    saved = _by_path(checkpoint.meta.hyperparameters)
+    current = _by_path(config.model_dump(mode="json"))
     differing = sorted(
         key
         for key in set(saved) | set(current)
