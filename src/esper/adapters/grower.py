@@ -8,11 +8,12 @@
         if step.seeds_changed:
             ... rebuild the optimizers from model.host_parameters() / model.seed_parameter_groups() ...
 
-`end_epoch` does what Esper's own trainer does after an epoch, in the same
-order: measure each seed's counterfactual contribution on the held-out data
-(one fused pass), record the validation accuracy in the slots, tick the
-slots (alpha ramps, embargoes), ask the controller for one decision and
-carry it out (refusing what is illegal).
+`end_epoch` is the growth step Esper's own trainer takes after an epoch, from
+the same functions (esper.training.growth_step), in the same order: measure
+each seed's counterfactual contribution on the held-out data (one fused pass),
+record it and the validation accuracy in the slots, tick the slots (alpha
+ramps, embargoes), ask the controller for one decision (under torchrun, rank
+0's on every rank) and carry it out (refusing what is illegal).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from esper.control.heuristic import HeuristicConfig
 from esper.control.legality import GrowthLimits, live_seed_count
 from esper.control.registry import build_controller
 from esper.model import MorphogeneticModel
-from esper.training.counterfactual import measure
+from esper.training.growth_step import decide, end_epoch, measure_contributions
 
 _HISTORY_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 # Blueprints a default Grower never proposes: "noop" grows parameters that do nothing.
@@ -135,30 +136,21 @@ class Grower:
             "val_loss": _finite_number("val_loss", val_loss),
             "val_accuracy": _finite_number("val_accuracy", val_accuracy),
         }
-        contributions: dict[str, float] = {}
+        measured = None
         if measure_on is not None:
             if not (isinstance(measure_on, tuple) and len(measure_on) == 2):
                 raise ValueError("end_epoch measure_on: expected a tuple (inputs, labels)")
-            # Only strict G2 reads a projected gain: permissive gates skip its extra fused settings.
-            project = not self.model.gate_config.permissive
-            result = measure(self.model, TensorDataset(*measure_on), self.batch_size, self._device(), project=project)
-            for slot_id, gain in result.projected.items():
-                self.model.slot(slot_id).record_projected_contribution(gain)
-            for slot_id, contribution in result.contributions.items():
-                self.model.slot(slot_id).record_contribution(contribution)
-            contributions = dict(result.contributions)
-        for slot in self.model.slots():
-            slot.record_accuracy(values["val_accuracy"])
-        self.model.step_epoch()
+            measured = measure_contributions(self.model, TensorDataset(*measure_on), self.batch_size, self._device())
+        end_epoch(self.model, val_accuracy=values["val_accuracy"], measured=measured)
         self.epoch += 1
         for key, value in values.items():
             self.history[key].append(value)
         before = set(self.model.seed_parameter_groups())
-        signals = self.signals()
-        decision = self.controller.decide(signals, self.model)
+        decision = decide(self.controller, self.signals(), self.model)
         outcome = execute(self.model, decision, self.blueprints, self.limits)
         after = set(self.model.seed_parameter_groups())
         stages = {s.slot_id: s.stage.name for s in self.model.slots()}
+        contributions = dict(measured.contributions) if measured is not None else {}
         return GrowthStep(self.epoch, decision, outcome, before != after, contributions, stages)
 
     def signals(self) -> EpochSignals:

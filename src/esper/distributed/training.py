@@ -1,7 +1,8 @@
-"""The distributed parts of a growth run: a training pass under DDP and global evaluation.
+"""The distributed parts of a growth run: how an epoch trains under DDP, and global evaluation.
 
-Used by GrowthRun only when a process group with several ranks is active; a single
-process keeps its own code path (and its bit-identical results).
+GrowthRun trains with a DistributedPass only when a process group with several ranks is
+active; a single process trains with esper.training.epoch_pass.LocalPass (and keeps its
+bit-identical results). Both run the same loop, esper.training.epoch_pass.train_pass.
 """
 
 from __future__ import annotations
@@ -16,47 +17,48 @@ from torch.utils.data import TensorDataset
 from esper.distributed.collectives import all_reduce_sums
 from esper.distributed.ddp import TrainingModule, broadcast_buffers
 from esper.distributed.sharding import evaluation_shard, sharded_epoch_batches
-from esper.training.batches import Evaluation, evaluation_sums, loss_and_correct
+from esper.training.batches import Evaluation, evaluation_sums
 
 if TYPE_CHECKING:
     from esper.training.growth_run import GrowthRun
 
 
-def train_pass(run: GrowthRun, module: TrainingModule) -> tuple[float, float]:
-    """One epoch on this rank's shard, gradients all-reduced by DDP; global loss and accuracy.
+class DistributedPass:
+    """How a GrowthRun trains and evaluates an epoch under DDP (esper.training.epoch_pass runs the loop).
 
-    A non-finite loss on one rank does not end the pass early there (the other ranks would
-    wait in DDP's all-reduce for ever): the pass runs to its end, and the summed loss is
-    non-finite on every rank, so the governor rolls back everywhere at once.
+    Each rank trains on its own shard, its gradients all-reduced by DDP. A non-finite loss on
+    one rank does not end the pass early there (the other ranks would wait in DDP's all-reduce
+    for ever): the pass runs to its end, and the summed loss is non-finite on every rank, so the
+    governor rolls back everywhere at once.
     """
-    run.model.train()
-    total_loss, correct, items = 0.0, 0, 0
-    batches = list(
-        sharded_epoch_batches(
-            run.splits.train,
-            run.batch_size,
-            seed=run.config.seed,
-            epoch=run.epoch,
-            max_batches=run.max_batches,
-            device=run.device,
+
+    stops_on_nonfinite_loss = False
+
+    def __init__(self, module: TrainingModule) -> None:
+        self.module = module
+
+    def batches(self, run: GrowthRun) -> list[tuple[Tensor, Tensor]]:
+        return list(
+            sharded_epoch_batches(
+                run.splits.train,
+                run.batch_size,
+                seed=run.config.seed,
+                epoch=run.epoch,
+                max_batches=run.max_batches,
+                device=run.device,
+            )
         )
-    )
-    for index, (xb, yb) in enumerate(batches):
-        run.optimizers.zero_grad()
-        loss, batch_correct = loss_and_correct(module.current()(xb), yb)
-        proximal = run.model.proximal_penalty()
-        objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
-        objective.backward()
-        if index == len(batches) - 1:
-            # After DDP's all-reduce every rank holds the averaged gradients: the ratios are global.
-            run.model.measure_gradients()
-        run.optimizers.step()
-        total_loss += float(loss.detach()) * yb.numel()
-        correct += int(batch_correct)
-        items += yb.numel()
-    broadcast_buffers(run.model)
-    total_loss, correct_sum, items_sum = all_reduce_sums([total_loss, correct, items])
-    return total_loss / items_sum, correct_sum / items_sum
+
+    def forward(self, run: GrowthRun) -> Callable[[Tensor], Tensor]:
+        return self.module.current()
+
+    def totals(self, run: GrowthRun, loss_sum: float, correct: int, items: int) -> tuple[float, float]:
+        broadcast_buffers(run.model)
+        total_loss, correct_sum, items_sum = all_reduce_sums([loss_sum, correct, items])
+        return total_loss / items_sum, correct_sum / items_sum
+
+    def evaluate(self, run: GrowthRun, dataset: TensorDataset) -> Evaluation:
+        return evaluate_global(run.model, dataset, run.batch_size * 4, run.device)
 
 
 def evaluate_global(

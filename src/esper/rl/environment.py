@@ -4,6 +4,10 @@
     obs, masks = env.reset(seed)                        # trains epoch 1
     obs, reward, done, info, masks = env.step(action)   # apply action, train the next epoch
 
+The environment is esper.training.epoch_loop's loop opened at the decision: `reset`
+is the run's first `train_epoch`, each `step(action)` is `apply(action)` and the next
+`train_epoch` (the growth step's decision is the policy's action).
+
 An episode is `episode_length` host epochs and exactly as many steps: the
 last step applies its action to the fully trained model and ends the episode
 (its reward sees the model re-validated after that action). If the governor
@@ -43,6 +47,7 @@ from esper.telemetry import events as ev
 from esper.training.batches import eval_mode, evaluate
 from esper.training.config import SEED_MAX, TrainConfig
 from esper.training.growth_run import GovernorAbort, GrowthRun
+from esper.training.growth_step import decide
 
 Emit = Callable[[ev.TelemetryEvent], None]
 CONTROLLER_NAME = "policy"
@@ -240,7 +245,8 @@ class GrowthEnv:
             )
             self._expert_spec = spec
         with self._rng.active():
-            decision = self._expert.decide(self._signals, run.model)
+            # The growth step's decision, taken as every driver takes it (esper.training.growth_step).
+            decision = decide(self._expert, self._signals, run.model)
         return encode_decision(decision, self.layout.slot_ids, self.layout.blueprints, self._masks)
 
     def _final_view(self) -> StateView:

@@ -1,7 +1,7 @@
 """Compare controllers on held-out seeds: final test accuracy, parameters, accuracy per added parameter.
 
-Each (controller, seed) pair is one full GrowthRun (the same loop as `esper
-train`: train an epoch, decide, apply), run in worker processes when
+Each (controller, seed) pair is one full GrowthRun driven by the same loop as
+`esper train` (`run_epochs`: train an epoch, decide, apply), run in worker processes when
 `workers > 1`. Seeds are 10_000 + i: PPO training uses seed + round * K + k
 from 0, so evaluation seeds stay out of any realistic training range.
 """
@@ -26,7 +26,8 @@ from esper.control.registry import build_controller
 from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
-from esper.training.growth_run import GovernorAbort, GrowthRun
+from esper.training.epoch_loop import run_epochs
+from esper.training.growth_run import GrowthRun
 
 EVAL_SEED_BASE = 10_000
 STATIC = "static"
@@ -73,13 +74,7 @@ def run_job(job: EvalJob) -> dict[str, Any]:
     )
     if isinstance(controller, TelemetryObserver):
         forward.append(controller.observe)
-    aborted = False
-    try:
-        while not run.finished:
-            signals = run.train_epoch()
-            run.apply(controller.decide(signals, run.model), controller.name)
-    except GovernorAbort:
-        aborted = True
+    end = run_epochs(run, controller)
     _, test_accuracy = run.test()
     counts = run.model.param_counts()
     fossilized = sum(1 for s in run.model.slots() if s.stage == SeedStage.FOSSILIZED)
@@ -93,7 +88,7 @@ def run_job(job: EvalJob) -> dict[str, Any]:
         "host_params": counts.host,
         "fossilized": fossilized,
         "epochs": run.epoch,
-        "aborted": aborted,
+        "aborted": end.aborted,
         "wall_seconds": time.perf_counter() - started,
     }
 

@@ -1,11 +1,12 @@
 """GrowthRun: one growing-model training run, steppable one epoch at a time.
 
     run = GrowthRun(config)
-    signals = run.train_epoch()        # train, validate, counterfactuals, governor, step_epoch
-    outcome = run.apply(decision)      # a controller's lifecycle action
+    signals = run.train_epoch()        # train, validate, governor, growth step up to the signals
+    outcome = run.apply(decision)      # the growth step's end: a controller's lifecycle action
 
-The CLI trainer, the vectorised RL environments and a gymnasium adapter all
-drive this same object.
+`esper train` and `esper evaluate` drive it with esper.training.epoch_loop.run_epochs;
+the RL environments (and the gymnasium adapter over them) call the same two halves one
+step at a time. How an epoch trains (one process or DDP) is its `epoch_pass()`.
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ from esper.model import MorphogeneticModel
 from esper.seeds.slot import SeedSlot
 from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
 from esper.telemetry import events as ev
-from esper.training.batches import epoch_batches, eval_mode, evaluate, loss_and_correct
+from esper.training.batches import Evaluation, eval_mode
 from esper.training.config import TrainConfig
-from esper.training.counterfactual import measure
+from esper.training.counterfactual import Counterfactuals
+from esper.training.epoch_pass import EpochPass, LocalPass, train_pass
 from esper.training.governor import Governor
+from esper.training.growth_step import end_epoch, measure_contributions
 from esper.training.optimizers import OptimizerSet
 
 Emit = Callable[[ev.TelemetryEvent], None]
@@ -168,54 +171,32 @@ class GrowthRun:
         )
 
     # ------------------------------------------------------------------ epoch
-    def _evaluate(self, dataset: Any) -> Any:
-        if distributed.active():
-            from esper.distributed.training import evaluate_global
-
-            return evaluate_global(self.model, dataset, self.batch_size * 4, self.device)
-        return evaluate(self.model, dataset, self.batch_size * 4, self.device)
-
-    def _train_pass(self) -> tuple[float, float]:
+    def epoch_pass(self) -> EpochPass:
+        """How this run trains and evaluates an epoch: DDP under torchrun, else this process alone."""
         if distributed.active():
             from esper.distributed.ddp import TrainingModule
-            from esper.distributed.training import train_pass
+            from esper.distributed.training import DistributedPass
 
             if self._ddp is None:
                 self._ddp = TrainingModule(
                     self.model,
                     lambda: any(s.seed is not None and not seed_runs_in_forward(s.stage) for s in self.model.slots()),
                 )
-            return train_pass(self, self._ddp)
-        self.model.train()
-        total_loss, correct, items = 0.0, 0, 0
-        batches = list(
-            epoch_batches(
-                self.splits.train,
-                self.batch_size,
-                seed=self.config.seed,
-                epoch=self.epoch,
-                max_batches=self.max_batches,
-                device=self.device,
-            )
-        )
-        for index, (xb, yb) in enumerate(batches):
-            self.optimizers.zero_grad()
-            loss, batch_correct = loss_and_correct(self.model(xb), yb)
-            if not torch.isfinite(loss):
-                return float("nan"), float("nan")
-            proximal = self.model.proximal_penalty()
-            objective = loss if proximal is None else loss + self.config.training_proximal_weight * proximal
-            objective.backward()
-            if index == len(batches) - 1:
-                self.model.measure_gradients()
-            self.optimizers.step()
-            total_loss += float(loss.detach()) * yb.numel()
-            correct += int(batch_correct)
-            items += yb.numel()
-        return total_loss / items, correct / items
+            return DistributedPass(self._ddp)
+        return LocalPass()
+
+    def _evaluate(self, dataset: Any) -> Evaluation:
+        return self.epoch_pass().evaluate(self, dataset)
+
+    def _train_pass(self) -> tuple[float, float]:
+        return train_pass(self, self.epoch_pass())
 
     def train_epoch(self) -> EpochSignals:
-        """Train one epoch, validate, measure, let the governor act, tick the slots."""
+        """Train one epoch, validate, let the governor act, then the growth step up to the signals.
+
+        The growth step (esper.training.growth_step): measure the seeds' contributions, record
+        them and the validation accuracy, tick the slots. The decision is `apply`'s.
+        """
         self._fossilized_this_epoch = False
         train_loss, train_accuracy = self._train_pass()
         self.epoch += 1
@@ -225,12 +206,14 @@ class GrowthRun:
             train_loss, train_accuracy = math.nan, math.nan
         with eval_mode(self.model):
             val = self._evaluate(self.splits.val)
-        self._measure_contributions()
-        for slot in self.model.slots():
-            slot.record_accuracy(val.accuracy)
-        if not verdict.rollback:
-            self.governor.maybe_snapshot(self.model, self.epoch, fossilized_now=False)
-        self.model.step_epoch()
+        measured = measure_contributions(self.model, self.splits.val, self.batch_size * 4, self.device)
+
+        def before_tick() -> None:
+            self._report_contributions(measured)
+            if not verdict.rollback:
+                self.governor.maybe_snapshot(self.model, self.epoch, fossilized_now=False)
+
+        end_epoch(self.model, val_accuracy=val.accuracy, measured=measured, before_tick=before_tick)
         self.optimizers.sync_with_model()
         for key, value in (
             ("train_loss", train_loss),
@@ -242,22 +225,16 @@ class GrowthRun:
         self._emit_epoch_metrics()
         return self.signals()
 
-    def _measure_contributions(self) -> None:
-        # Only strict G2 reads a projected gain: permissive runs skip its extra fused settings.
-        project = not self.model.gate_config.permissive
-        result = measure(self.model, self.splits.val, self.batch_size * 4, self.device, project=project)
-        for slot_id, gain in result.projected.items():
-            self.model.slot(slot_id).record_projected_contribution(gain)
-        for slot_id, contribution in result.contributions.items():
+    def _report_contributions(self, measured: Counterfactuals) -> None:
+        for slot_id, contribution in measured.contributions.items():
             slot = self.model.slot(slot_id)
-            slot.record_contribution(contribution)
             assert slot.state is not None
             self.emit(
                 ev.ContributionMeasured,
                 slot=slot_id,
                 contribution=contribution,
                 velocity=slot.state.metrics.contribution_velocity,
-                interactions=result.interactions[slot_id],
+                interactions=measured.interactions[slot_id],
             )
 
     def _rollback(self, reason: str) -> None:

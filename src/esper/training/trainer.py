@@ -32,15 +32,14 @@ from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import TelemetryObserver
 from esper.control.registry import build_controller
-from esper.pause_points import pause_point
-from esper.seeds.sync import sync_decision
 from esper.telemetry import events as ev
 from esper.telemetry import strict_json
 from esper.telemetry.backends import JsonlBackend, build_backends
 from esper.telemetry.hub import Backend, TelemetryHub
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
-from esper.training.growth_run import GovernorAbort, GrowthRun
+from esper.training.epoch_loop import GOVERNOR_ABORT, run_epochs
+from esper.training.growth_run import GrowthRun
 from esper.training.preflight import prepare_run_dir, validate_run_inputs
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, SUMMARY_NAME
 from esper.training.summary import summarize, write_summary
@@ -55,9 +54,6 @@ __all__ = [
     "run_training",
     "versions",
 ]
-
-# finish_reason of a run the governor stopped (its rollbacks were exhausted).
-GOVERNOR_ABORT = "governor abort"
 
 
 def versions() -> dict[str, str]:
@@ -166,23 +162,11 @@ def run_training(
             # The run has moved past what an earlier summary or report describes.
             while outdated and main:
                 outdated.pop().unlink(missing_ok=True)
-        reason = "completed"
-        try:
-            while not run.finished:
-                signals = run.train_epoch()
-                decision = sync_decision(controller.decide(signals, run.model))
-                run.apply(decision, controller.name)
-                pause_point("epoch-events")
-                commit_epoch()
-                if stop_after is not None and run.epoch >= stop_after and not run.finished:
-                    reason = f"stopped after epoch {run.epoch}"
-                    break
-        except GovernorAbort as error:
-            reason = f"{GOVERNOR_ABORT}: {error}"
-            commit_epoch()
+        end = run_epochs(run, controller, commit=commit_epoch, stop_after=stop_after)
         test_loss, test_accuracy = run.test()
         final: dict[str, JsonValue] = {"test_accuracy": test_accuracy, "test_loss": test_loss, "wall_seconds": wall()}
-        if reason == "completed" or reason.startswith(GOVERNOR_ABORT):
+        reason = end.reason
+        if end.completed or end.aborted:
             hub.emit(ev.RunFinished(epoch=run.epoch, summary=final, reason=reason))
             # Commit the run_finished line too: extending the run later keeps it (the history says
             # where the run ended before), and a failed extension leaves it in place.
