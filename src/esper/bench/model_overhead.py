@@ -129,7 +129,7 @@ def grow_to_blending(
 
 def fossilize_all(model: MorphogeneticModel, slot_ids: Sequence[str]) -> None:
     """Finish the blend ramps of BLENDING seeds, then hold and fossilize them."""
-    limit = max(model.slot(sid).state.blend_steps for sid in slot_ids) + 1  # type: ignore[union-attr]
+    limit = max(model.slot(sid).alpha.blend.steps for sid in slot_ids) + 1  # type: ignore[union-attr]
     for _ in range(limit):
         if all(model.slot(sid).alpha.at_target for sid in slot_ids):
             break

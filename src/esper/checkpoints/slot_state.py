@@ -24,7 +24,7 @@ from esper.contracts.constants import EMBARGO_EPOCHS
 from esper.contracts.stages import SeedStage, is_failure, is_valid_transition
 from esper.seeds.alpha_controller import AlphaController, AlphaControllerState
 from esper.seeds.slot import LifecycleError, SeedSlot
-from esper.seeds.state import SeedState
+from esper.seeds.state import SeedRecord
 
 __all__ = ["SlotLifecycle", "StoredSeedState", "all_required", "lifecycle_problems", "restore_slot", "slot_payload"]
 
@@ -69,7 +69,7 @@ def _required_annotation(annotation: Any) -> Any:
 
 
 # The stored forms of the slot's pydantic state models (every key required).
-StoredSeedState = all_required(SeedState)
+StoredSeedState = all_required(SeedRecord)
 
 
 class SlotLifecycle(BaseModel):

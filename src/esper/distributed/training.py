@@ -43,8 +43,9 @@ def train_pass(run: GrowthRun, module: TrainingModule) -> tuple[float, float]:
     )
     for index, (xb, yb) in enumerate(batches):
         run.optimizers.zero_grad()
-        loss, batch_correct = loss_and_correct(module.current()(xb), yb)
-        proximal = run.model.proximal_penalty()
+        with run.model.recording_proximal() as record:
+            loss, batch_correct = loss_and_correct(module.current()(xb), yb)
+        proximal = record.penalty()
         objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
         objective.backward()
         if index == len(batches) - 1:

@@ -200,10 +200,11 @@ class GrowthRun:
         )
         for index, (xb, yb) in enumerate(batches):
             self.optimizers.zero_grad()
-            loss, batch_correct = loss_and_correct(self.model(xb), yb)
+            with self.model.recording_proximal() as record:
+                loss, batch_correct = loss_and_correct(self.model(xb), yb)
             if not torch.isfinite(loss):
                 return float("nan"), float("nan")
-            proximal = self.model.proximal_penalty()
+            proximal = record.penalty()
             objective = loss if proximal is None else loss + self.config.training_proximal_weight * proximal
             objective.backward()
             if index == len(batches) - 1:
