@@ -92,10 +92,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             host_optimizer.zero_grad()
             for optimizer in seeds.values():
                 optimizer.zero_grad()
-            logits = model(xb)
+            # A seed in TRAINING learns beside the host; its proximal term keeps its step bounded.
+            with model.recording_proximal() as proximal:
+                logits = model(xb)
             loss = F.cross_entropy(logits, yb)
-            # A seed in TRAINING learns beside the host; this term keeps its step bounded.
-            penalty = model.proximal_penalty()
+            penalty = proximal.penalty()
             (loss if penalty is None else loss + penalty).backward()
             model.measure_gradients()
             host_optimizer.step()

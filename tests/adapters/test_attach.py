@@ -167,9 +167,10 @@ def _train_steps(model: AttachedModel, which: str, steps: int, optimizer: torch.
     for step in range(steps):
         x, y = _batch(which, step)
         optimizer.zero_grad()
-        logits = primary_tensor(model(x))
+        with model.recording_proximal() as proximal:
+            logits = primary_tensor(model(x))
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-        penalty = model.proximal_penalty()
+        penalty = proximal.penalty()
         (loss if penalty is None else loss + penalty).backward()
         model.measure_gradients()
         optimizer.step()

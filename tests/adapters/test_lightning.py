@@ -55,8 +55,9 @@ class Tiny(pl.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> torch.Tensor:
-        loss = self._step(batch, "train")
-        penalty = self.model.proximal_penalty()
+        with self.model.recording_proximal() as proximal:
+            loss = self._step(batch, "train")
+        penalty = proximal.penalty()
         return loss if penalty is None else loss + penalty
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> None:

@@ -29,7 +29,7 @@ from esper.contracts.shapes import SlotShape
 from esper.contracts.stages import SeedStage, is_active
 from esper.model import MorphogeneticModel
 from esper.seeds import GateConfig, LifecycleError, SeedSlot
-from esper.seeds.state import SeedState
+from esper.seeds.state import SeedRecord
 
 
 @pytest.fixture(autouse=True)
@@ -315,7 +315,7 @@ def test_seed_state_serialisation_roundtrip(data: dict[str, Any]) -> None:
     # repr: NaN gradient norms compare equal as text
     assert repr(slot.lifecycle_state()) == repr(data)
     if data["seed_state"] is not None:
-        assert SeedState.model_validate(data["seed_state"]).model_dump() == data["seed_state"]
+        assert SeedRecord.model_validate(data["seed_state"]).model_dump() == data["seed_state"]
         stage = SeedStage(data["seed_state"]["stage"])
         assert (slot.seed is not None) == (stage in _WITH_SEED)
         expect_gate = slot.seed is not None and data["seed_state"]["alpha_algorithm"] == AlphaAlgorithm.GATE

@@ -262,7 +262,7 @@ def test_fused_forward_restores_alphas() -> None:
     out = model(x)
     model.fused_forward(x, [{"r0c0": 0.0}, {"r0c1": 0.0}])
     assert [s.alpha.to_dict() for s in model.slots()] == before
-    assert all(s._forced_alpha is None for s in model.slots())
+    assert not any(s.alpha.forced for s in model.slots())
     assert torch.equal(model(x), out)
 
 
@@ -284,7 +284,7 @@ def test_fused_forward_unwinds_on_a_refused_slot() -> None:
     model.eval()
     with pytest.raises(LifecycleError, match="r0c2"):
         model.fused_forward(cnn_input(), [{"r0c0": 0.0, "r0c2": 0.0}])
-    assert model.slot("r0c0")._forced_alpha is None
+    assert not model.slot("r0c0").alpha.forced
 
 
 def test_fused_forward_on_tokens() -> None:

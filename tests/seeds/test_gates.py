@@ -23,8 +23,6 @@ def make_state(stage: SeedStage, **metrics: object) -> SeedState:
         alpha_algorithm=AlphaAlgorithm.ADD,
         stage=stage,
         previous_stage=SeedStage.UNKNOWN,
-        blend_steps=3,
-        alpha_target=1.0,
         history=[],
         metrics=SeedMetrics(**metrics),
     )

@@ -99,7 +99,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 slot.tick,
                 slot.seed is None,
                 slot.blend_gate is None,
-                slot._forced_alpha,
+                slot.alpha.blend,
+                slot.alpha.forced,
             )
             for slot in self.model.slots()
         ]

@@ -10,6 +10,7 @@ failures surface late, inside the operation, after its first checks passed.
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 from hypothesis import given, settings
@@ -70,9 +71,9 @@ def corrupt(slot: SeedSlot, how: str) -> None:
     state = slot.state
     assert state is not None
     if how == "negative_blend_steps":
-        state.blend_steps = -2
+        slot.alpha.blend = replace(slot.alpha.blend, steps=-2)  # type: ignore[type-var]
     elif how == "bad_stored_target":
-        state.alpha_target = 3.0
+        slot.alpha.blend = replace(slot.alpha.blend, target=3.0)  # type: ignore[type-var]
     elif how == "ramp_running":
         # A ramp in progress where the slot's next move expects the ramp at rest.
         slot.alpha.mode = AlphaMode.UP
@@ -132,7 +133,7 @@ def test_refused_action_changes_nothing(
 def test_advance_into_blending_refused_by_the_ramp_leaves_training() -> None:
     """The reported case: the gate passes, the ramp is refused; the slot must stay in TRAINING."""
     slot = driven(S.TRAINING, AlphaAlgorithm.ADD, 3, False)
-    slot.state.blend_steps = -1  # type: ignore[union-attr]
+    slot.alpha.blend = replace(slot.alpha.blend, steps=-1)  # type: ignore[type-var]
     before = snapshot(slot)
     try:
         slot.advance()

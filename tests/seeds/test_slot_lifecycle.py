@@ -53,6 +53,7 @@ def snapshot(slot: SeedSlot) -> tuple[object, ...]:
         slot.stage,
         None if slot.state is None else slot.state.model_dump(),
         slot.alpha.to_dict(),
+        slot.alpha.blend,
         slot.pending_prune_reason,
         slot.tick,
         params,
@@ -60,8 +61,8 @@ def snapshot(slot: SeedSlot) -> tuple[object, ...]:
 
 
 def assert_same(before: tuple[object, ...], after: tuple[object, ...]) -> None:
-    assert before[:5] == after[:5]
-    params_before, params_after = before[5], after[5]
+    assert before[:6] == after[:6]
+    params_before, params_after = before[6], after[6]
     assert params_before.keys() == params_after.keys()  # type: ignore[attr-defined]
     for name, (value, grad_flag) in params_before.items():  # type: ignore[attr-defined]
         assert torch.equal(value, params_after[name][0]) and grad_flag == params_after[name][1], name  # type: ignore[index]
@@ -327,7 +328,7 @@ def test_prune_during_cooldown_is_refused(stage: SeedStage) -> None:
 def test_partial_target_and_retarget_from_holding() -> None:
     slot = fast_slot(S.HOLDING)
     slot.set_alpha_target(0.5, steps=2)
-    assert slot.stage == S.BLENDING and slot.state is not None and slot.state.alpha_target == 0.5
+    assert slot.stage == S.BLENDING and slot.alpha.blend is not None and slot.alpha.blend.target == 0.5
     assert slot.state.previous_stage == S.HOLDING
     with pytest.raises(LifecycleError, match="still ramping"):
         slot.set_alpha_target(0.7, steps=2)
@@ -375,13 +376,13 @@ def test_force_alpha_restores_alpha_and_cache() -> None:
     perturb(slot)
     slot.step_epoch()
     out = slot(X)
-    cached = slot._alpha_tensor(X)
+    cached = slot.alpha.tensor(X)
     alpha_before = slot.alpha.to_dict()
     with slot.force_alpha(0.0):
         assert torch.equal(slot(X), X)
         assert slot.alpha.to_dict() == alpha_before
     assert slot.alpha.to_dict() == alpha_before
-    assert slot._alpha_tensor(X) is cached  # the cached alpha was not evicted
+    assert slot.alpha.tensor(X) is cached  # the cached alpha was not evicted
     assert torch.equal(slot(X), out)
 
 
@@ -420,7 +421,7 @@ def test_force_alpha_rejects_bad_values(value: object) -> None:
     slot = fast_slot(S.HOLDING)
     with pytest.raises(LifecycleError, match="force_alpha"), slot.force_alpha(value):  # type: ignore[arg-type]
         pass
-    assert slot._forced_alpha is None
+    assert not slot.alpha.forced
 
 
 @pytest.mark.parametrize("stage", [S.GERMINATED, S.PRUNED])

@@ -109,5 +109,5 @@ def test_force_alpha_allowed_without_a_group() -> None:
     slot = _slot_in_training(0, projected_points=5.0)
     assert slot.advance().passed and slot.stage == SeedStage.BLENDING
     with slot.force_alpha(0.0):
-        assert slot._forced_alpha == 0.0
-    assert slot._forced_alpha is None
+        assert slot.alpha.forced and slot.alpha.tensor(torch.zeros(1)).item() == 0.0
+    assert not slot.alpha.forced

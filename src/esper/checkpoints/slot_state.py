@@ -24,7 +24,7 @@ from esper.contracts.constants import EMBARGO_EPOCHS
 from esper.contracts.stages import SeedStage, is_failure, is_valid_transition
 from esper.seeds.alpha_controller import AlphaController, AlphaControllerState
 from esper.seeds.slot import LifecycleError, SeedSlot
-from esper.seeds.state import SeedState
+from esper.seeds.state import SeedRecord
 
 __all__ = ["SlotLifecycle", "StoredSeedState", "all_required", "lifecycle_problems", "restore_slot", "slot_payload"]
 
@@ -69,10 +69,14 @@ def _required_annotation(annotation: Any) -> Any:
 
 
 # The stored forms of the slot's pydantic state models (every key required).
+<<<<<<< HEAD
 if TYPE_CHECKING:  # built at run time, so a type checker sees the class it derives from
     StoredSeedState = SeedState
 else:
     StoredSeedState = all_required(SeedState)
+=======
+StoredSeedState = all_required(SeedRecord)
+>>>>>>> slot
 
 
 class SlotLifecycle(BaseModel):

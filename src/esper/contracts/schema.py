@@ -13,7 +13,7 @@ MODEL_CHECKPOINT_CHANGELOG: dict[int, str] = {
     1: "First self-describing layout: host kind+config, slot layout, per-slot seed state as primitives.",
 }
 
-# Seed state inside a slot (SeedState / SeedMetrics).
+# Seed state inside a slot (SeedRecord: SeedState / SeedMetrics plus the blend plan).
 SEED_STATE_VERSION = 1
 SEED_STATE_CHANGELOG: dict[int, str] = {
     1: "Stage and history as ints, timestamps as ISO strings, metrics with explicit None for unmeasured values.",

@@ -10,7 +10,7 @@ Lifecycle operations are addressed by slot id and delegated to the slot.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ from esper.contracts.stages import SeedStage, seed_runs_in_forward
 from esper.hosts.protocol import HostProtocol
 from esper.seeds.gates import GateConfig
 from esper.seeds.gradient_health import gradient_norm
+from esper.seeds.proximal import ProximalRecord
 from esper.seeds.slot import LifecycleError, SeedSlot
 
 
@@ -203,14 +204,22 @@ class MorphogeneticModel(nn.Module):
     ) -> None:
         self.slot(slot_id).set_alpha_target(target, steps=steps, curve=curve, steepness=steepness)
 
-    def proximal_penalty(self) -> Tensor | None:
-        """Sum of the TRAINING seeds' proximal terms from the last training forward (then cleared)."""
-        terms = []
-        for slot in self.slots():
-            if slot.proximal_penalty is not None:
-                terms.append(slot.proximal_penalty)
-                slot.proximal_penalty = None
-        return torch.stack(terms).sum() if terms else None
+    @contextmanager
+    def recording_proximal(self) -> Iterator[ProximalRecord]:
+        """Collect the TRAINING seeds' proximal terms of the training forwards run inside.
+
+            with model.recording_proximal() as proximal:
+                loss = loss_fn(model(x), y)
+            penalty = proximal.penalty()  # None when no seed is TRAINING
+            (loss if penalty is None else loss + weight * penalty).backward()
+
+        Nothing is recorded outside the block, and nothing outlives it.
+        """
+        record = ProximalRecord(self.slot_ids())
+        with ExitStack() as stack:
+            for slot in self.slots():
+                stack.enter_context(slot.recording_proximal(record))
+            yield record
 
     def step_epoch(self) -> None:
         for slot in self.slots():

@@ -238,7 +238,7 @@ def _slot_features(
     features.append(alpha.steps_done / alpha.steps_total if ramping else 1.0)
     features += [float(state is not None and state.alpha_algorithm == a) for a in AlphaAlgorithm]
     features += [
-        0.0 if state is None else state.blend_steps / TEMPO_SCALE,
+        0.0 if alpha.blend is None else alpha.blend.steps / TEMPO_SCALE,
         float(slot.pending_prune_reason is not None),
     ]
     contribution = None if metrics is None else metrics.counterfactual_contribution

@@ -1,8 +1,8 @@
 """Alpha (blend strength) schedule of one slot: ramp shapes and the controller.
 
 The controller is plain Python (no torch) so it can be stepped, checked and
-serialised without a device; the slot turns its alpha into a tensor through
-`esper.seeds.blending.AlphaTensorCache`.
+serialised without a device; a slot's `esper.seeds.alpha.SeedAlpha` extends it
+with the blend plan, the forced value and the tensor the forward pass uses.
 """
 
 from __future__ import annotations

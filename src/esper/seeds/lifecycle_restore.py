@@ -12,10 +12,11 @@ from torch import nn
 
 from esper.contracts.alpha import AlphaAlgorithm, AlphaMode
 from esper.contracts.stages import SeedStage, is_active
+from esper.seeds.alpha import BlendPlan
 from esper.seeds.alpha_controller import AlphaController
 from esper.seeds.blending import BlendGate
 from esper.seeds.errors import LifecycleError
-from esper.seeds.state import SeedState
+from esper.seeds.state import SeedRecord
 
 if TYPE_CHECKING:
     from esper.seeds.slot import SeedSlot
@@ -45,7 +46,9 @@ def restore_lifecycle(slot: SeedSlot, state: dict) -> None:
             f"{where}: pending_prune_reason must be str or None, got {type(pending).__name__}"
         )
     alpha = AlphaController.from_dict(state["alpha"])
-    seed_state = None if state["seed_state"] is None else SeedState.model_validate(state["seed_state"])
+    record = None if state["seed_state"] is None else SeedRecord.model_validate(state["seed_state"])
+    seed_state = None if record is None else record.seed_state()
+    plan = None if record is None else BlendPlan(target=record.alpha_target, steps=record.blend_steps)
     stage = SeedStage.DORMANT if seed_state is None else seed_state.stage
     if seed_state is not None and stage in (SeedStage.UNKNOWN, SeedStage.DORMANT):
         raise LifecycleError(f"{where}: a slot in stage {stage.name} stores seed_state None")
@@ -79,7 +82,7 @@ def restore_lifecycle(slot: SeedSlot, state: dict) -> None:
     # Everything is checked and built: now change the slot.
     slot.seed = seed
     slot.blend_gate = gate
-    slot.alpha = alpha
+    slot.alpha.restore(alpha, plan)
     slot.state = seed_state
     slot.tick = tick
     slot.pending_prune_reason = pending

@@ -14,7 +14,6 @@ Every refused action raises `LifecycleError` before anything is changed.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -30,14 +29,16 @@ from esper.contracts.lifecycle import FOSSILIZE_TARGET, Verdict
 from esper.contracts.shapes import SlotShape
 from esper.contracts.stages import SeedStage, is_active, is_valid_transition, seed_runs_in_forward
 from esper.distributed.measurement import in_collective_measurement
+from esper.seeds.alpha import BlendPlan, SeedAlpha
 from esper.seeds.alpha_controller import AlphaController, AlphaControllerError
-from esper.seeds.blending import AlphaTensorCache, BlendGate, blend, straight_through
+from esper.seeds.blending import BlendGate, blend, straight_through
 from esper.seeds.errors import LifecycleError
 from esper.seeds.gates import GateConfig, evaluate_gate
 from esper.seeds.gradient_health import gradient_norm, gradient_ratio
 from esper.seeds.lifecycle_restore import restore_lifecycle
+from esper.seeds.proximal import ProximalRecord, proximal_term
 from esper.seeds.rules import check
-from esper.seeds.state import SeedMetrics, SeedState, StageRecord
+from esper.seeds.state import SeedMetrics, SeedState, StageRecord, record_primitives
 from esper.seeds.sync import distributed_active, sync_decision
 
 # Called with (slot_id, from_stage, to_stage, reason) on every transition.
@@ -68,15 +69,13 @@ class SeedSlot(nn.Module):
         self.seed: nn.Module | None = None
         self.blend_gate: BlendGate | None = None
         self.state: SeedState | None = None
-        self.alpha = AlphaController()
+        # The one holder of the seed's alpha, for the slot's whole life (see esper.seeds.alpha).
+        self.alpha = SeedAlpha()
         self.tick = 0
-        self._alpha_cache = AlphaTensorCache()
-        self._forced_alpha: float | Tensor | None = None
         # Set when a scheduled prune is ramping alpha down; pruned at alpha 0.
         self.pending_prune_reason: str | None = None
-        # TRAINING only: mean squared distance of the seed's output from the identity in the
-        # last training forward (see forward); the training loop adds it to the loss.
-        self.proximal_penalty: Tensor | None = None
+        # Open only inside `recording_proximal`: where a training forward adds its proximal term.
+        self._proximal: ProximalRecord | None = None
         self.stage_listeners: list[StageListener] = []
         self.gate_listeners: list[GateListener] = []
 
@@ -108,15 +107,6 @@ class SeedSlot(nn.Module):
     def _isolated(self) -> bool:
         return self.alpha.alpha < 1.0
 
-    def _alpha_tensor(self, like: Tensor) -> Tensor:
-        forced = self._forced_alpha
-        if isinstance(forced, Tensor):
-            return forced
-        if forced is not None:
-            # Built apart from the cache, so the slot's own cached alpha survives force_alpha.
-            return torch.tensor(forced, device=like.device, dtype=like.dtype)
-        return self._alpha_cache.get(self.alpha.alpha, like.device, like.dtype)
-
     def forward(self, h: Tensor) -> Tensor:
         state = self.state
         if state is None or state.stage not in _FORWARD_STAGES:
@@ -124,17 +114,17 @@ class SeedSlot(nn.Module):
         assert self.seed is not None  # a running stage always has a seed module
         if state.stage == SeedStage.TRAINING:
             seed_in = h.detach()
-            if self._forced_alpha is None:
+            if not self.alpha.forced:
                 seed_out = self.seed(seed_in)
-                if self.training:
+                if self.training and self._proximal is not None:
                     # The straight-through signal alone never sees its own effect and drifts
-                    # without bound; the training loop adds this proximal term to the loss so
-                    # the seed learns a bounded step in the direction the task gradient asks for.
-                    self.proximal_penalty = (seed_out - seed_in).pow(2).mean()
+                    # without bound; the training step adds this term to the loss so the seed
+                    # learns a bounded step in the direction the task gradient asks for.
+                    self._proximal.add(self.slot_id, proximal_term(seed_in, seed_out))
                 return straight_through(h, seed_out)
             # Counterfactual "what if it were blended in": G2 judges a TRAINING seed by it.
-            return blend(state.alpha_algorithm, h, self.seed(seed_in), seed_in, self._alpha_tensor(h), self.blend_gate)
-        unforced = self._forced_alpha is None
+            return blend(state.alpha_algorithm, h, self.seed(seed_in), seed_in, self.alpha.tensor(h), self.blend_gate)
+        unforced = not self.alpha.forced
         if unforced and self.alpha.alpha == 1.0 and state.alpha_algorithm is AlphaAlgorithm.ADD:
             # lerp(h, s, 1) is exactly s and passes h no gradient: skipping it saves an
             # elementwise op and its backward (~5% of a small CNN's training step).
@@ -146,16 +136,17 @@ class SeedSlot(nn.Module):
             return seed_out
         seed_in = h.detach() if self._isolated() else h
         seed_out = self.seed(seed_in)
-        return blend(state.alpha_algorithm, h, seed_out, seed_in, self._alpha_tensor(h), self.blend_gate)
+        return blend(state.alpha_algorithm, h, seed_out, seed_in, self.alpha.tensor(h), self.blend_gate)
 
     @contextmanager
     def force_alpha(self, value: float | Tensor) -> Iterator[None]:
         """Temporarily evaluate with a different alpha (counterfactual evaluation).
 
-        `value` is a float or a per-sample tensor of shape (batch,). Refuses to
+        `value` is a float or a per-sample tensor of shape (batch,); the seed's
+        alpha holds it (`SeedAlpha.forcing`) until the block ends. Refuses to
         nest and refuses under distributed training, where ranks would diverge.
         """
-        if self._forced_alpha is not None:
+        if self.alpha.forced:
             raise LifecycleError(f"slot {self.slot_id}: force_alpha does not nest")
         if distributed_active() and not in_collective_measurement():
             raise LifecycleError(
@@ -167,21 +158,23 @@ class SeedSlot(nn.Module):
             raise LifecycleError(
                 f"slot {self.slot_id}: force_alpha needs a seed in forward, stage is {state.stage.name}"
             )
-        if isinstance(value, Tensor):
-            if not value.dtype.is_floating_point or value.dim() > 1:
-                raise LifecycleError(
-                    f"slot {self.slot_id}: force_alpha tensor must be a floating 0-dim or (batch,) tensor, "
-                    f"got dtype {value.dtype} and shape {tuple(value.shape)}"
-                )
-        elif isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise LifecycleError(
-                f"slot {self.slot_id}: force_alpha value must be a number in [0, 1], got {value!r}"
-            )
-        self._forced_alpha = value
+        try:
+            forcing = self.alpha.forcing(value)
+        except AlphaControllerError as error:
+            raise LifecycleError(f"slot {self.slot_id}: force_alpha {error}") from error
+        with forcing:
+            yield
+
+    @contextmanager
+    def recording_proximal(self, record: ProximalRecord) -> Iterator[None]:
+        """Training forwards inside the block add this seed's proximal term to `record`."""
+        if self._proximal is not None:
+            raise LifecycleError(f"slot {self.slot_id}: recording_proximal does not nest")
+        self._proximal = record
         try:
             yield
         finally:
-            self._forced_alpha = None
+            self._proximal = None
 
     # -------------------------------------------------------------- lifecycle
     def _enforce(self, op: Op, *, alpha_target: float | None = None) -> Verdict:
@@ -253,15 +246,13 @@ class SeedSlot(nn.Module):
             gate = gate.to(device) if gate is not None else None
         self.seed = seed
         self.blend_gate = gate
-        self.alpha = AlphaController()
+        self.alpha.plant(BlendPlan(target=alpha_target, steps=blend_steps))
         self.pending_prune_reason = None
         self.state = SeedState(
             blueprint=blueprint,
             alpha_algorithm=alpha_algorithm,
             stage=SeedStage.DORMANT,
             previous_stage=SeedStage.UNKNOWN,
-            blend_steps=blend_steps,
-            alpha_target=alpha_target,
             history=[],
             metrics=SeedMetrics(),
         )
@@ -296,21 +287,17 @@ class SeedSlot(nn.Module):
         if result.passed:
             self._transition(expected, f"gate {result.gate.name} passed")
             if ramp is not None:
-                self.alpha = ramp
+                self.alpha.follow(ramp)
         return result
 
     def _entry_ramp(self, stage: SeedStage) -> AlphaController | None:
-        """The alpha controller the slot takes on entering `stage` (None: unchanged), planned on a copy."""
-        state = self.state
-        assert state is not None
+        """The alpha schedule the slot takes on entering `stage` (None: unchanged), planned on a copy."""
         if stage != SeedStage.BLENDING:
             return None
-        ramp = copy.copy(self.alpha)
         try:
-            ramp.retarget(state.alpha_target, state.blend_steps, AlphaCurve.LINEAR)
+            return self.alpha.blend_ramp()
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot start blending: {error}") from error
-        return ramp
 
     def fossilize(self) -> GateResult:
         """HOLDING -> FOSSILIZED if G5 passes (through the same sync point as `advance`)."""
@@ -325,13 +312,11 @@ class SeedSlot(nn.Module):
         state = self.state
         assert state is not None  # the rulebook refuses a retarget without a seed
         # Planned on a copy: the slot changes only once every check has passed.
-        ramp = copy.copy(self.alpha)
         try:
-            ramp.retarget(target, steps, curve, steepness)
+            ramp = self.alpha.retarget_ramp(target, steps, curve, steepness)
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot retarget: {error}") from error
-        self.alpha = ramp
-        state.alpha_target = target
+        self.alpha.follow(ramp, blend_target=target)
         if state.stage == SeedStage.HOLDING:
             self._transition(SeedStage.BLENDING, f"alpha retarget to {target}")
 
@@ -349,15 +334,13 @@ class SeedSlot(nn.Module):
         # Plan the ramp on a copy: a bad curve or steepness must refuse before
         # the seed is frozen or the running ramp is halted.
         # A prune overrides a ramp in progress: ramp down from wherever alpha is.
-        ramp = copy.copy(self.alpha)
-        ramp.halt()
         try:
-            ramp.retarget(0.0, steps, curve, steepness)
+            ramp = self.alpha.ramp_down(steps, curve, steepness)
         except AlphaControllerError as error:
             raise LifecycleError(f"slot {self.slot_id}: cannot schedule the prune: {error}") from error
         for param in self.seed_parameters():
             param.requires_grad_(False)
-        self.alpha = ramp
+        self.alpha.follow(ramp)
         self.pending_prune_reason = reason
 
     def _prune_now(self, reason: str) -> None:
@@ -367,7 +350,7 @@ class SeedSlot(nn.Module):
         state.prune_reason = reason
         self.seed = None
         self.blend_gate = None
-        self.alpha = AlphaController()
+        self.alpha.clear()
         self.pending_prune_reason = None
         self._transition(SeedStage.PRUNED, reason)
 
@@ -392,6 +375,7 @@ class SeedSlot(nn.Module):
         elif stage == SeedStage.RESETTING:
             self._transition(SeedStage.DORMANT, "slot free")
             self.state = None
+            self.alpha.free()
 
     # ------------------------------------------------------ checkpoint state
     def lifecycle_state(self) -> dict:
@@ -400,8 +384,15 @@ class SeedSlot(nn.Module):
             "tick": self.tick,
             "pending_prune_reason": self.pending_prune_reason,
             "alpha": self.alpha.to_dict(),
-            "seed_state": None if self.state is None else self.state.model_dump(),
+            "seed_state": None if self.state is None else self._seed_record(),
         }
+
+    def _seed_record(self) -> dict:
+        """The seed's state with its blend plan (held by `self.alpha`), as `SeedRecord` reads it."""
+        plan = self.alpha.blend
+        assert plan is not None  # planted with the seed, kept until the slot is free again
+        assert self.state is not None
+        return record_primitives(self.state, blend_steps=plan.steps, alpha_target=plan.target)
 
     def restore_lifecycle(self, state: dict) -> None:
         """Rebuild the slot from `lifecycle_state()` output (see esper.seeds.lifecycle_restore)."""

@@ -7,7 +7,7 @@ every key and type (no `.get(key, default)`: a default would hide a damaged file
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -97,11 +97,36 @@ class SeedState(_Persisted):
     alpha_algorithm: AlgorithmField
     stage: StageField
     previous_stage: StageField
-    # Epochs the alpha ramp takes when blending starts (the "tempo").
-    blend_steps: Count
-    # Alpha the blend ramps to when BLENDING starts (0.5, 0.7 or 1.0).
-    alpha_target: AlphaTarget
     history: list[StageRecord]
     metrics: SeedMetrics
     # Why the seed was pruned (None unless it was).
     prune_reason: str | None = None
+
+
+class SeedRecord(SeedState):
+    """A seed as a checkpoint stores it: its state plus its blend plan.
+
+    In memory the plan belongs to the slot's `SeedAlpha` (the one holder of
+    alpha); the persisted layout keeps it inside the seed's record, where
+    checkpoints have always had it.
+    """
+
+    # Epochs the alpha ramp takes when blending starts (the "tempo").
+    blend_steps: Count
+    # Alpha the blend ramps to when BLENDING starts (0.5, 0.7 or 1.0).
+    alpha_target: AlphaTarget
+
+    def seed_state(self) -> SeedState:
+        return SeedState(**{name: getattr(self, name) for name in SeedState.model_fields})
+
+
+def record_primitives(state: SeedState, blend_steps: int, alpha_target: float) -> dict[str, Any]:
+    """What `SeedRecord` reads back: the state's primitives with the plan before the history,
+    the key order checkpoints have always had."""
+    data = state.model_dump()
+    ordered: dict[str, Any] = {}
+    for key, value in data.items():
+        if key == "history":
+            ordered["blend_steps"], ordered["alpha_target"] = blend_steps, alpha_target
+        ordered[key] = value
+    return ordered

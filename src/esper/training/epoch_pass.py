@@ -84,10 +84,11 @@ def train_pass(run: GrowthRun, how: EpochPass) -> tuple[float, float]:
     batches = how.batches(run)
     for index, (xb, yb) in enumerate(batches):
         run.optimizers.zero_grad()
-        loss, batch_correct = loss_and_correct(how.forward(run)(xb), yb)
+        with run.model.recording_proximal() as record:
+            loss, batch_correct = loss_and_correct(how.forward(run)(xb), yb)
         if how.stops_on_nonfinite_loss and not torch.isfinite(loss):
             return math.nan, math.nan
-        proximal = run.model.proximal_penalty()
+        proximal = record.penalty()
         objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
         objective.backward()
         if index == len(batches) - 1:
