@@ -129,12 +129,7 @@ def grow_to_blending(
 
 def fossilize_all(model: MorphogeneticModel, slot_ids: Sequence[str]) -> None:
     """Finish the blend ramps of BLENDING seeds, then hold and fossilize them."""
-<<<<<<< HEAD
-    # Ignored below: BLENDING slots hold a seed state.
-    limit = max(model.slot(sid).state.blend_steps for sid in slot_ids) + 1  # type: ignore[union-attr]
-=======
-    limit = max(model.slot(sid).alpha.blend.steps for sid in slot_ids) + 1  # type: ignore[union-attr]
->>>>>>> slot
+    limit = max(model.slot(sid).alpha.blend.steps for sid in slot_ids) + 1
     for _ in range(limit):
         if all(model.slot(sid).alpha.at_target for sid in slot_ids):
             break

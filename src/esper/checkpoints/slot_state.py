@@ -69,14 +69,10 @@ def _required_annotation(annotation: Any) -> Any:
 
 
 # The stored forms of the slot's pydantic state models (every key required).
-<<<<<<< HEAD
 if TYPE_CHECKING:  # built at run time, so a type checker sees the class it derives from
-    StoredSeedState = SeedState
+    StoredSeedState = SeedRecord
 else:
-    StoredSeedState = all_required(SeedState)
-=======
-StoredSeedState = all_required(SeedRecord)
->>>>>>> slot
+    StoredSeedState = all_required(SeedRecord)
 
 
 class SlotLifecycle(BaseModel):
