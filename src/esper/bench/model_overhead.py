@@ -129,7 +129,10 @@ def grow_to_blending(
 
 def fossilize_all(model: MorphogeneticModel, slot_ids: Sequence[str]) -> None:
     """Finish the blend ramps of BLENDING seeds, then hold and fossilize them."""
-    limit = max(model.slot(sid).alpha.blend.steps for sid in slot_ids) + 1
+    plans = [model.slot(sid).alpha.blend for sid in slot_ids]
+    if any(plan is None for plan in plans):
+        raise ValueError(f"fossilize_all: every slot of {list(slot_ids)} must hold a planted seed")
+    limit = max(plan.steps for plan in plans if plan is not None) + 1
     for _ in range(limit):
         if all(model.slot(sid).alpha.at_target for sid in slot_ids):
             break
