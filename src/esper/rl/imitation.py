@@ -31,7 +31,7 @@ from pydantic import Field, field_validator
 from esper import distributed
 from esper.contracts.actions import HEAD_INDEX, Op
 from esper.contracts.config import StrictConfig
-from esper.distributed import ppo as dppo
+from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.ppo import PPOTrainer
 from esper.rl.vector_env import VectorGrowthEnv

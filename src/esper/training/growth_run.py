@@ -170,7 +170,7 @@ class GrowthRun:
     # ------------------------------------------------------------------ epoch
     def _evaluate(self, dataset: Any) -> Any:
         if distributed.active():
-            from esper.distributed.training import evaluate_global
+            from esper.training.distributed import evaluate_global
 
             return evaluate_global(self.model, dataset, self.batch_size * 4, self.device)
         return evaluate(self.model, dataset, self.batch_size * 4, self.device)
@@ -178,7 +178,7 @@ class GrowthRun:
     def _train_pass(self) -> tuple[float, float]:
         if distributed.active():
             from esper.distributed.ddp import TrainingModule
-            from esper.distributed.training import train_pass
+            from esper.training.distributed import train_pass
 
             if self._ddp is None:
                 self._ddp = TrainingModule(
