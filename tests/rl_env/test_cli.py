@@ -11,12 +11,12 @@ import torch
 
 from esper.bench.rl_throughput import rl_throughput
 from esper.bench.timing import BenchSettings, TimingPlan
-from esper.checkpoints.agent_io import AgentMismatchError, load_agent
 from esper.cli import main as cli_main
 from esper.control.legality import GrowthLimits
-from esper.control.policy_controller import PolicyController, load_policy_controller
 from esper.control.registry import build_controller
-from esper.rl.imitation import ImitationConfig
+from esper.growth_rl.agent_io import AgentMismatchError, load_agent
+from esper.growth_rl.imitation import ImitationConfig
+from esper.growth_rl.policy_controller import PolicyController, load_policy_controller
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig

@@ -129,7 +129,7 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from esper.checkpoints.agent_io import AgentMismatchError
+    from esper.growth_rl.agent_io import AgentMismatchError
     from esper.training.preflight import RunInputError, validate_run_inputs
     from esper.training.trainer import GOVERNOR_ABORT, complete_outputs, run_training
     from esper.ui.progress import TrainingProgress
