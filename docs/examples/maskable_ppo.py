@@ -22,9 +22,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from esper.rl.gym_env import GymGrowthEnv
 
 import esper.rl
-from esper.rl.gym_env import GymGrowthEnv
 
 Act = Callable[[GymGrowthEnv, np.ndarray], np.ndarray]
 
