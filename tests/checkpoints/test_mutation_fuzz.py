@@ -26,7 +26,6 @@ from tests.checkpoints.mutation import mutate, nodes, render, same
 
 from esper.checkpoints import CheckpointError, load_model, save_model
 from esper.checkpoints.model_io import model_payload
-from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.actions import ActionSpace, Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.committed_events import CommittedEvents
@@ -43,6 +42,7 @@ from esper.rl.ppo import PPOConfig, PPOTrainer
 from esper.seeds import GateConfig
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
+from esper.training.run_io import load_run, save_run
 
 HEADER = frozenset({"format", "schema_version", "esper_version", "torch_version", "created_at"})
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

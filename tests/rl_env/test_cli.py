@@ -208,15 +208,15 @@ def test_rl_throughput_suite_shape() -> None:
 
 def test_train_with_a_policy_controller_checkpoints_and_resumes_its_state(agent_dir: Path, tmp_path: Path) -> None:
     """The `esper train --controller policy:PATH` path: run_training saves and restores the LSTM state."""
-    from esper.checkpoints.run_io import load_run
+    from esper.training.run_io import load_run
     from esper.training.trainer import run_training
 
     config = TrainConfig(task="mnist1d-blind", controller=f"policy:{agent_dir / 'agent.pt'}", epochs=3,
                          max_batches_per_epoch=1, seed=10_000)
-    summary = run_training(config, out_dir=tmp_path / "run", stop_after=2, render=False)
+    summary = run_training(config, out_dir=tmp_path / "run", stop_after=2)
     assert summary["controller"] == "policy"
     saved = load_run(tmp_path / "run" / "checkpoint.pt").controller
     assert saved["decisions"] == 2 and isinstance(saved["h"], torch.Tensor)
-    run_training(config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt", render=False)
+    run_training(config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt")
     assert load_run(tmp_path / "run" / "checkpoint.pt").controller["decisions"] == 3
 

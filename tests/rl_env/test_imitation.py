@@ -91,7 +91,6 @@ def test_an_env_driven_by_the_expert_reproduces_the_experts_own_training_run(see
         summary = run_training(
             train.model_copy(update={"epochs": epochs, "seed": seed, "controller": "heuristic"}),
             out_dir=Path(out),
-            render=False,
         )
     env = GrowthEnv(EnvConfig(train=train, episode_length=epochs, shapley=False))
     env.reset(seed)

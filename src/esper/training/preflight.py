@@ -286,7 +286,7 @@ def _resolve_resume(
     config: TrainConfig, resume: Path, labels: Mapping[str, str] | None
 ) -> tuple[TrainConfig, int, int, int]:
     """The saved run's config (extended by --epochs), the epochs it trained, its new and its saved total."""
-    from esper.checkpoints.run_io import load_run
+    from esper.training.run_io import load_run
 
     saved_run = load_run(resume)
     try:
