@@ -5,4 +5,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 "$here/scripts/bootstrap.sh" dev
 cd "$here"
 .venv/bin/ruff check src tests
+# Each package imports only from the layers below it (the contracts in pyproject.toml).
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -n 2 "$@"
