@@ -6,4 +6,6 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
 .venv/bin/ruff check src tests
 .venv/bin/mypy src
+# Each package imports only from the layers below it (the contracts in pyproject.toml).
+.venv/bin/lint-imports
 exec .venv/bin/python -m pytest -n 2 "$@"

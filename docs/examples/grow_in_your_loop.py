@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import esper
-from esper.adapters import Grower
+from esper.adapters import Grower, export_attached
 from esper.control import HeuristicConfig
 from esper.seeds.gates import GateConfig
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"stages {step.stages}  seed_params {model.param_counts().seeds}"
         )
 
-    static = model.export()  # your module again, fossilized seeds baked in
+    static = export_attached(model)  # your module again, fossilized seeds baked in
     summary = {
         "val_accuracy": val_accuracy,
         "seed_params": float(model.param_counts().seeds),

@@ -1,4 +1,4 @@
-"""Train sb3-contrib's MaskablePPO on esper.rl.GrowthEnv, and compare it with `esper ppo` on the same budget.
+"""Train sb3-contrib's MaskablePPO on esper.growth_rl.GrowthEnv, and compare it with `esper ppo` on the same budget.
 
     python docs/examples/maskable_ppo.py --timesteps 256 --out runs/maskable
     python docs/examples/maskable_ppo.py --timesteps 256 --compare --out runs/maskable   # also runs `esper ppo`
@@ -22,15 +22,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from esper.growth_rl.gym_env import GymGrowthEnv
 
-import esper.rl
-from esper.rl.gym_env import GymGrowthEnv
+import esper.growth_rl
 
 Act = Callable[[GymGrowthEnv, np.ndarray], np.ndarray]
 
 
 def make_env(args: argparse.Namespace, seed: int) -> GymGrowthEnv:
-    return esper.rl.GrowthEnv(
+    return esper.growth_rl.GrowthEnv(
         task=args.task, episode_length=args.episode_length, seed=seed, max_batches_per_epoch=args.max_batches
     )
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import esper
-from esper.adapters import AttachedModel, StaticAttachedModel, attach
+from esper.adapters import AttachedModel, StaticAttachedModel, attach, export_attached
 from esper.checkpoints import CheckpointError
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage
@@ -149,7 +149,7 @@ def test_export_bakes_in_fossilized_seeds(case: str) -> None:
     model = grow()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        static = model.export()
+        static = export_attached(model)
     left_out = ["export: slot r0c1 left out: its seed is BLENDING, not FOSSILIZED"] if case == "resnet" else []
     assert [str(w.message) for w in caught] == left_out
     assert isinstance(static, StaticAttachedModel)
@@ -171,9 +171,9 @@ def test_the_built_in_static_exporters_refuse_an_attached_model(tmp_path: Path) 
     from esper.checkpoints.export import export_safetensors, export_static
 
     model = grown_resnet()
-    with pytest.raises(TypeError, match=r"use model.export\(\)"):
+    with pytest.raises(TypeError, match=r"use esper.adapters.export_attached\(model\)"):
         export_static(model)
-    with pytest.raises(TypeError, match=r"use model.export\(\)"):
+    with pytest.raises(TypeError, match=r"use esper.adapters.export_attached\(model\)"):
         export_safetensors(model, tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
 

@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from torch import nn
 
 import esper
-from esper.adapters import AttachedModel, attach
-from esper.adapters.attached import SlotHook
+from esper.adapters import AttachedModel, attach, export_attached
 from esper.checkpoints.self_test import STAGES, drive_to_stage
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage
+from esper.model.attached import SlotHook
 from esper.seeds.gates import GateConfig
 
 X = torch.randn(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
@@ -71,4 +71,4 @@ def test_every_stage_round_trips(
     hooked = [h.slot for m in twin.host.modules() for h in m._forward_hooks.values() if isinstance(h, SlotHook)]
     assert len(hooked) == 2 and all(any(slot is own for own in twin.slots()) for slot in hooked)
     if stage == SeedStage.FOSSILIZED:
-        assert torch.equal(_out(model.export().eval()), want)
+        assert torch.equal(_out(export_attached(model).eval()), want)

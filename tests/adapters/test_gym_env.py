@@ -1,4 +1,4 @@
-"""esper.rl.GrowthEnv as a gymnasium.Env: check_env, random masked steps, one MaskablePPO update."""
+"""esper.growth_rl.GrowthEnv as a gymnasium.Env: check_env, random masked steps, one MaskablePPO update."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 
 gym = pytest.importorskip("gymnasium")
 
-import esper.rl  # noqa: E402  (after the skip)
+import esper.growth_rl  # noqa: E402  (after the skip)
 from esper.contracts.actions import HEADS, Op  # noqa: E402
-from esper.rl.environment import GrowthEnv as RunEnv  # noqa: E402
-from esper.rl.gym_env import GymGrowthEnv, flat_action_mask  # noqa: E402
+from esper.growth_rl.environment import GrowthEnv as RunEnv  # noqa: E402
+from esper.growth_rl.gym_env import GymGrowthEnv, flat_action_mask  # noqa: E402
 
 # Tiny runs: one training batch per epoch.
 TINY = {"max_batches_per_epoch": 1}
@@ -22,12 +22,12 @@ TINY = {"max_batches_per_epoch": 1}
 
 @pytest.fixture(scope="module")
 def env() -> GymGrowthEnv:
-    return esper.rl.GrowthEnv(task="mnist1d", episode_length=4, seed=3, **TINY)
+    return esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=4, seed=3, **TINY)
 
 
 def test_the_issue_spelling_is_a_gymnasium_env(env: GymGrowthEnv) -> None:
     assert isinstance(env, gym.Env) and isinstance(env, GymGrowthEnv)
-    assert esper.rl.GymGrowthEnv is GymGrowthEnv
+    assert esper.growth_rl.GymGrowthEnv is GymGrowthEnv
     assert isinstance(env.action_space, gym.spaces.MultiDiscrete)
     assert env.action_space.nvec.tolist() == list(env.space.nvec())
     assert env.observation_space.shape == (len(env.feature_names),)
@@ -54,10 +54,10 @@ def test_masks_are_one_flat_vector_with_a_choice_in_every_head(env: GymGrowthEnv
 
 def test_bad_arguments_are_named() -> None:
     with pytest.raises(ValueError, match=r"\['epochs'\] are set by the environment"):
-        esper.rl.GrowthEnv(task="mnist1d", episode_length=2, epochs=3)
+        esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=2, epochs=3)
     with pytest.raises(ValueError, match="seed"):
-        esper.rl.GrowthEnv(task="mnist1d", seed=-1)
-    env = esper.rl.GrowthEnv(task="mnist1d", episode_length=2, seed=0, **TINY)
+        esper.growth_rl.GrowthEnv(task="mnist1d", seed=-1)
+    env = esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=2, seed=0, **TINY)
     with pytest.raises(ValueError, match="call reset"):
         env.step(np.zeros(len(HEADS), dtype=np.int64))
     env.reset()
@@ -67,7 +67,7 @@ def test_bad_arguments_are_named() -> None:
 
 @pytest.mark.slow
 def test_hundreds_of_random_masked_steps_never_raise() -> None:
-    env = esper.rl.GrowthEnv(task="mnist1d", episode_length=5, seed=11, **TINY)
+    env = esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=5, seed=11, **TINY)
     rng = np.random.default_rng(0)
     nvec = env.space.nvec()
     env.reset(seed=0)
@@ -91,7 +91,7 @@ def test_hundreds_of_random_masked_steps_never_raise() -> None:
 
 def test_one_maskable_ppo_update_runs() -> None:
     sb3 = pytest.importorskip("sb3_contrib")
-    env = esper.rl.GrowthEnv(task="mnist1d", episode_length=4, seed=0, **TINY)
+    env = esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=4, seed=0, **TINY)
     agent = sb3.MaskablePPO("MlpPolicy", env, n_steps=8, batch_size=8, n_epochs=1, seed=0, device="cpu")
     before = [p.detach().clone() for p in agent.policy.parameters()]
     agent.learn(total_timesteps=8)
@@ -105,9 +105,9 @@ def test_a_clear_message_when_gymnasium_is_missing() -> None:
     script = (
         "import sys\n"
         "sys.modules['gymnasium'] = None\n"
-        "import esper.rl\n"
+        "import esper.growth_rl\n"
         "try:\n"
-        "    esper.rl.GrowthEnv\n"
+        "    esper.growth_rl.GrowthEnv\n"
         "except ImportError as error:\n"
         "    print(error)\n"
     )

@@ -18,7 +18,6 @@ from torch import Tensor, nn
 
 from esper.checkpoints import CheckpointError, load_model, save_model
 from esper.checkpoints.model_io import model_from_payload, model_payload
-from esper.checkpoints.run_io import save_run
 from esper.checkpoints.self_test import STAGES, TINY_HOSTS, staged_model
 from esper.checkpoints.skeleton import (
     _SkeletonMode,
@@ -33,6 +32,7 @@ from esper.contracts.stages import SeedStage
 from esper.hosts import CNNHost, CNNHostConfig, registry
 from esper.model import MorphogeneticModel
 from esper.seeds.blending import BlendGate
+from esper.training.run_io import save_run
 
 HOSTS = {host.label: host for host in TINY_HOSTS}
 

@@ -25,24 +25,24 @@ from tests.checkpoints.mutation import Path as NodePath
 from tests.checkpoints.mutation import mutate, nodes, render, same
 
 from esper.checkpoints import CheckpointError, load_model, save_model
-from esper.checkpoints.agent_io import AgentMeta, load_agent, optimizer_to_primitives, save_agent
 from esper.checkpoints.model_io import model_payload
-from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.actions import ActionSpace, Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import Decision
 from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
+from esper.growth_rl.agent_io import AgentMeta, load_agent, optimizer_to_primitives, save_agent
+from esper.growth_rl.observations import ObservationLayout
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
-from esper.rl.observations import ObservationLayout
 from esper.rl.policy import RecurrentActorCritic
 from esper.rl.ppo import PPOConfig, PPOTrainer
 from esper.seeds import GateConfig
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
+from esper.training.run_io import load_run, save_run
 
 HEADER = frozenset({"format", "schema_version", "esper_version", "torch_version", "created_at"})
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

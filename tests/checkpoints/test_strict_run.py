@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from esper.checkpoints import CheckpointError
-from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.actions import Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import Decision
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
+from esper.training.run_io import load_run, save_run
 
 CONFIG = TrainConfig(task="mnist1d", epochs=3, max_batches_per_epoch=2, seed=2, controller="static")
 

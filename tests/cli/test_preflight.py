@@ -129,9 +129,9 @@ def test_run_training_validates_before_the_directory_changes(finished_run: Path)
     before = snapshot(finished_run)
     config = TrainConfig(epochs=2, max_batches_per_epoch=2, blueprints=["nope"])
     with pytest.raises(RunInputError, match="blueprint"):
-        run_training(config, out_dir=finished_run, overwrite=True, render=False)
+        run_training(config, out_dir=finished_run, overwrite=True)
     with pytest.raises(RunInputError, match="already holds a run"):
-        run_training(TrainConfig(epochs=2, max_batches_per_epoch=2), out_dir=finished_run, render=False)
+        run_training(TrainConfig(epochs=2, max_batches_per_epoch=2), out_dir=finished_run)
     assert snapshot(finished_run) == before
 
 

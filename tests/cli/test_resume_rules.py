@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from tests.cli.conftest import one_line, snapshot
 
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.training.config import TrainConfig
 from esper.training.preflight import RunInputError
+from esper.training.run_io import load_run
 from esper.training.trainer import run_training
 
 
@@ -145,4 +145,4 @@ def test_bad_resume_paths_are_one_line(
 def test_run_training_refuses_a_config_that_contradicts_the_saved_run(finished_run: Path) -> None:
     config = TrainConfig(seed=5, epochs=3, max_batches_per_epoch=2)
     with pytest.raises(RunInputError, match="seed 5 contradicts the saved run's seed 0"):
-        run_training(config, out_dir=finished_run, resume=finished_run / "checkpoint.pt", render=False)
+        run_training(config, out_dir=finished_run, resume=finished_run / "checkpoint.pt")

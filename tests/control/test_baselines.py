@@ -291,14 +291,14 @@ def test_registry_errors() -> None:
         build_controller("ppo", **kwargs)
     with pytest.raises(ValueError, match="expected a path after 'policy:'"):
         build_controller("policy:", **kwargs)
-    if importlib.util.find_spec("esper.control.policy_controller") is None:  # until the learned policy lands
+    if importlib.util.find_spec("esper.growth_rl.policy_controller") is None:  # until the learned policy lands
         with pytest.raises(ValueError, match="the learned policy controller is not available in this build"):
             build_controller("policy:agent.pt", **kwargs)
 
 
 def test_registry_hands_policy_specs_to_the_policy_module(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple] = []
-    fake = types.ModuleType("esper.control.policy_controller")
+    fake = types.ModuleType("esper.growth_rl.policy_controller")
 
     def load_policy_controller(
         path: str, *, blueprints: list[str], limits: GrowthLimits, seed: int
@@ -307,7 +307,7 @@ def test_registry_hands_policy_specs_to_the_policy_module(monkeypatch: pytest.Mo
         return StaticController()
 
     fake.load_policy_controller = load_policy_controller  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "esper.control.policy_controller", fake)
+    monkeypatch.setitem(sys.modules, "esper.growth_rl.policy_controller", fake)
     built = build_controller("policy:runs/agent.pt", blueprints=["norm"], limits=LIMITS, seed=4)
     assert isinstance(built, StaticController)
     assert calls == [("runs/agent.pt", ["norm"], LIMITS, 4)]

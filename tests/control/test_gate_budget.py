@@ -11,9 +11,9 @@ from esper.control import GrowthLimits
 from esper.control.decision import Decision
 from esper.control.execute import execute
 from esper.control.legality import germination_cost, legal_blueprints
+from esper.growth_rl.masks import build_masks
 from esper.hosts import CNNHost, CNNHostConfig
 from esper.model import MorphogeneticModel
-from esper.rl.masks import build_masks
 from esper.seeds.blending import BlendGate, blend_param_count
 
 BLUEPRINTS = ["norm", "conv_light"]

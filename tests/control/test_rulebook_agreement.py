@@ -27,9 +27,9 @@ from esper.contracts.stages import VALID_TRANSITIONS, SeedStage, is_active
 from esper.control.decision import Decision
 from esper.control.execute import check as executor_check
 from esper.control.legality import GrowthLimits, slot_allows
+from esper.growth_rl.masks import build_masks
 from esper.hosts import CNNHost, CNNHostConfig
 from esper.model import MorphogeneticModel
-from esper.rl.masks import build_masks
 from esper.seeds import GateConfig, LifecycleError
 from esper.seeds.gates import evaluate_gate
 from esper.seeds.rules import check

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
+from esper.training.run_io import load_run
 
 pytestmark = [
     pytest.mark.cuda,

@@ -47,12 +47,12 @@ def _worker(rank: int, port: int, out_dir: str, config_json: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=WORLD)
     try:
-        from esper.checkpoints.run_io import load_run
         from esper.distributed.sharding import evaluation_shard
         from esper.training import trainer
         from esper.training.batches import eval_mode, evaluate
         from esper.training.config import TrainConfig
         from esper.training.growth_run import GrowthRun
+        from esper.training.run_io import load_run
 
         runs: list[GrowthRun] = []
         germinated_params: dict[str, str] = {}
@@ -84,7 +84,7 @@ def _worker(rank: int, port: int, out_dir: str, config_json: str) -> None:
         recorder = _Recorder()
         config = TrainConfig(**json.loads(config_json))
         out = Path(out_dir) / "run"
-        summary = trainer.run_training(config, out_dir=out, extra_backends=[recorder], render=False)
+        summary = trainer.run_training(config, out_dir=out, extra_backends=[recorder])
         run = runs[0]
         model = run.model
         params = _digest(dict(model.state_dict()))

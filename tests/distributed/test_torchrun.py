@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import esper
-from esper.checkpoints.run_io import load_run
+from esper.training.run_io import load_run
 
 from .configs import free_port, write_config
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from esper.checkpoints.agent_io import load_agent
 from esper.cli.main import main
+from esper.growth_rl.agent_io import load_agent
 
 from .support import BASE_CONFIG, TASKS, data_args, ppo_args
 

@@ -60,7 +60,7 @@ def _summary(name: str, tmp_path: Path) -> dict[str, Any]:
         corpus = tmp_path / "corpus.txt"
         corpus.write_text(TEXT_CORPUS, encoding="utf-8")
         fields["text_file"] = str(corpus)
-    summary = run_training(TrainConfig(**fields), out_dir=tmp_path / "run", render=False)
+    summary = run_training(TrainConfig(**fields), out_dir=tmp_path / "run")
     summary = _rounded(json.loads(json.dumps(summary)))
     summary["config"].pop("text_file", None)
     return summary

@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from esper.checkpoints.agent_io import AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.io import load_checkpoint, save_checkpoint
 from esper.contracts.actions import ActionSpace
 from esper.contracts.schema import AGENT_CHECKPOINT_FORMAT, AGENT_CHECKPOINT_VERSION
+from esper.growth_rl.agent_io import AgentMeta, AgentMismatchError, load_agent, save_agent
+from esper.growth_rl.observations import ObservationLayout
+from esper.growth_rl.training import PPORunConfig, check_resume, train_ppo
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
-from esper.rl.observations import ObservationLayout
 from esper.rl.policy import RecurrentActorCritic
 from esper.rl.ppo import PPOConfig, PPOTrainer
-from esper.rl.training import PPORunConfig, check_resume, train_ppo
 
 SLOTS = ["r0c0", "r0c1"]
 BLUEPRINTS = ["norm", "conv_light", "attention"]
@@ -85,7 +85,7 @@ def test_loads_with_weights_only_in_a_fresh_process(tmp_path: Path) -> None:
     script = (
         "import json, sys, torch\n"
         "raw = torch.load(sys.argv[1], weights_only=True)\n"
-        "from esper.checkpoints.agent_io import load_agent\n"
+        "from esper.growth_rl.agent_io import load_agent\n"
         "agent = load_agent(sys.argv[1])\n"
         "weights = agent.build_trainer().policy.state_dict()\n"
         "print(json.dumps({'format': raw['format'], 'round': agent.meta.round,\n"

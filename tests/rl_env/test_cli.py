@@ -11,12 +11,12 @@ import torch
 
 from esper.bench.rl_throughput import rl_throughput
 from esper.bench.timing import BenchSettings, TimingPlan
-from esper.checkpoints.agent_io import AgentMismatchError, load_agent
 from esper.cli import main as cli_main
 from esper.control.legality import GrowthLimits
-from esper.control.policy_controller import PolicyController, load_policy_controller
 from esper.control.registry import build_controller
-from esper.rl.imitation import ImitationConfig
+from esper.growth_rl.agent_io import AgentMismatchError, load_agent
+from esper.growth_rl.imitation import ImitationConfig
+from esper.growth_rl.policy_controller import PolicyController, load_policy_controller
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
@@ -209,15 +209,15 @@ def test_rl_throughput_suite_shape() -> None:
 
 def test_train_with_a_policy_controller_checkpoints_and_resumes_its_state(agent_dir: Path, tmp_path: Path) -> None:
     """The `esper train --controller policy:PATH` path: run_training saves and restores the LSTM state."""
-    from esper.checkpoints.run_io import load_run
+    from esper.training.run_io import load_run
     from esper.training.trainer import run_training
 
     config = TrainConfig(task="mnist1d-blind", controller=f"policy:{agent_dir / 'agent.pt'}", epochs=3,
                          max_batches_per_epoch=1, seed=10_000)
-    summary = run_training(config, out_dir=tmp_path / "run", stop_after=2, render=False)
+    summary = run_training(config, out_dir=tmp_path / "run", stop_after=2)
     assert summary["controller"] == "policy"
     saved = load_run(tmp_path / "run" / "checkpoint.pt").controller
     assert saved["decisions"] == 2 and isinstance(saved["h"], torch.Tensor)
-    run_training(config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt", render=False)
+    run_training(config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt")
     assert load_run(tmp_path / "run" / "checkpoint.pt").controller["decisions"] == 3
 

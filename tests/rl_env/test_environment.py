@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from esper.contracts.actions import ActionSpace, FactoredAction, Op
-from esper.rl.environment import EnvConfig, GrowthEnv
+from esper.growth_rl.environment import EnvConfig, GrowthEnv
+from esper.growth_rl.rewards import RewardConfig
 from esper.rl.policy import RecurrentActorCritic
-from esper.rl.rewards import RewardConfig
 from esper.telemetry import events as ev
 from esper.training.config import GovernorConfig, TrainConfig
 from esper.training.governor import GovernorVerdict

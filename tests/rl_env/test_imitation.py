@@ -16,16 +16,16 @@ from esper.contracts.actions import ActionSpace, Op
 from esper.control.decision import Decision
 from esper.control.execute import execute
 from esper.control.legality import GrowthLimits
-from esper.rl.actions_decode import decode_action
-from esper.rl.actions_encode import UnencodableDecision, encode_decision
-from esper.rl.environment import EnvConfig, GrowthEnv
-from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
-from esper.rl.masks import build_masks
+from esper.growth_rl.actions_decode import decode_action
+from esper.growth_rl.actions_encode import UnencodableDecision, encode_decision
+from esper.growth_rl.environment import EnvConfig, GrowthEnv
+from esper.growth_rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
+from esper.growth_rl.masks import build_masks
+from esper.growth_rl.training import PPORunConfig
+from esper.growth_rl.vector_env import VectorGrowthEnv
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
 from esper.rl.ppo import PPOConfig, PPOTrainer
-from esper.rl.training import PPORunConfig
-from esper.rl.vector_env import VectorGrowthEnv
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
 from esper.training.trainer import run_training
@@ -91,7 +91,6 @@ def test_an_env_driven_by_the_expert_reproduces_the_experts_own_training_run(see
         summary = run_training(
             train.model_copy(update={"epochs": epochs, "seed": seed, "controller": "heuristic"}),
             out_dir=Path(out),
-            render=False,
         )
     env = GrowthEnv(EnvConfig(train=train, episode_length=epochs, shapley=False))
     env.reset(seed)

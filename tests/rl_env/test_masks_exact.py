@@ -22,10 +22,10 @@ from esper.contracts.alpha import ALPHA_TARGETS
 from esper.control.decision import Decision
 from esper.control.execute import check, execute
 from esper.control.legality import GrowthLimits, legal_blueprints
+from esper.growth_rl.actions_decode import decode_action
+from esper.growth_rl.masks import build_masks, check_admitted, wait_only_masks
 from esper.hosts import CNNHost, CNNHostConfig
 from esper.model import MorphogeneticModel
-from esper.rl.actions_decode import decode_action
-from esper.rl.masks import build_masks, check_admitted, wait_only_masks
 from esper.rl.policy import RecurrentActorCritic
 from esper.seeds.gates import GateConfig
 

@@ -11,10 +11,8 @@ import torch
 
 from esper.control.decision import EpochSignals
 from esper.control.legality import GrowthLimits
-from esper.hosts import CNNHost, CNNHostConfig
-from esper.model import MorphogeneticModel
-from esper.rl import observations as obs_module
-from esper.rl.observations import (
+from esper.growth_rl import observations as obs_module
+from esper.growth_rl.observations import (
     HISTORY_LENGTH,
     InteractionTracker,
     ObservationLayout,
@@ -22,6 +20,8 @@ from esper.rl.observations import (
     layout_signature,
     plateau_length,
 )
+from esper.hosts import CNNHost, CNNHostConfig
+from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
 from esper.telemetry import events as ev
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from esper.contracts.actions import Op
 from esper.contracts.stages import SeedStage
 from esper.control.decision import Decision
-from esper.rl.rewards import RewardConfig, SeedView, StateView, compute_reward
+from esper.growth_rl.rewards import RewardConfig, SeedView, StateView, compute_reward
 
 SLOT = "r0c0"
 LENGTH = 25

@@ -13,9 +13,7 @@ from torch.utils.data import TensorDataset
 from esper.contracts.actions import Op
 from esper.contracts.stages import SeedStage
 from esper.control.decision import Decision
-from esper.hosts import CNNHost, CNNHostConfig
-from esper.model import MorphogeneticModel
-from esper.rl.rewards import (
+from esper.growth_rl.rewards import (
     RewardConfig,
     SeedView,
     StateView,
@@ -25,6 +23,8 @@ from esper.rl.rewards import (
     rent,
     shapley_values,
 )
+from esper.hosts import CNNHost, CNNHostConfig
+from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
 
 SHAPED = RewardConfig()

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from esper.contracts.actions import ActionSpace, Op
-from esper.rl.environment import EnvConfig
+from esper.growth_rl.environment import EnvConfig
+from esper.growth_rl.training import EVENT_TYPES as PPO_EVENT_TYPES
+from esper.growth_rl.vector_env import EnvWorkerError, VectorGrowthEnv, episode_seed
 from esper.rl.policy import RecurrentActorCritic
-from esper.rl.training import EVENT_TYPES as PPO_EVENT_TYPES
-from esper.rl.vector_env import EnvWorkerError, VectorGrowthEnv, episode_seed
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.tasks import default_tasks
 from esper.training.frontier import width_overrides
+from esper.training.run_io import load_run
 
 RUN_KEYS = {
     "task", "width", "host_overrides", "controller", "seed", "run_dir", "epochs", "finish_reason",

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import torch
 
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.cli.train_cmd import EXIT_GOVERNOR_ABORT
 from esper.telemetry import events as ev
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
+from esper.training.run_io import load_run
 
 # An absurd host learning rate: the second batch of the first epoch already has an infinite loss.
 BROKEN = "max_batches_per_epoch = 2\nhost_lr = 1e30\n"

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.pause_points import MARKER_VARIABLE, PAUSE_AT_VARIABLE
 from esper.telemetry.replay import read_events
+from esper.training.run_io import load_run
 from esper.training.summary import summarize
 
 pytestmark = pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from esper.checkpoints.atomic import atomic_torch_save
-from esper.checkpoints.run_io import load_run
 from esper.cli.main import main
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
+from esper.training.run_io import load_run
 from esper.training.trainer import run_training
 
 CONFIG = TrainConfig(task="mnist1d", controller="random", epochs=3, seed=0, max_batches_per_epoch=2)
@@ -47,7 +47,7 @@ class _CtrlCAt:
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("straight")
-    run_training(CONFIG, out_dir=out, render=False)
+    run_training(CONFIG, out_dir=out)
     return out
 
 
@@ -55,11 +55,11 @@ def test_a_run_interrupted_in_its_first_epoch_resumes_from_its_epoch_0_checkpoin
     tmp_path: Path, straight: Path
 ) -> None:
     with pytest.raises(KeyboardInterrupt):
-        run_training(CONFIG, out_dir=tmp_path, extra_backends=[_CtrlCAt(ev.EpochMetrics, 1)], render=False)
+        run_training(CONFIG, out_dir=tmp_path, extra_backends=[_CtrlCAt(ev.EpochMetrics, 1)])
     saved = load_run(tmp_path / "checkpoint.pt")
     assert saved.run_state["epoch"] == 0
     assert saved.events is not None and saved.events.lines == 1  # run_started
-    run_training(CONFIG, out_dir=tmp_path, resume=tmp_path / "checkpoint.pt", render=False)
+    run_training(CONFIG, out_dir=tmp_path, resume=tmp_path / "checkpoint.pt")
     assert _comparable(tmp_path) == _comparable(straight)
 
 
@@ -69,19 +69,19 @@ def test_events_written_after_the_last_checkpoint_are_replayed_not_duplicated(
     # Ctrl-C at epoch 2's decision: epoch 2's metrics are on disk, its checkpoint is not.
     with pytest.raises(KeyboardInterrupt):
         run_training(
-            CONFIG, out_dir=tmp_path, extra_backends=[_CtrlCAt(ev.ControllerDecision, 2)], render=False
+            CONFIG, out_dir=tmp_path, extra_backends=[_CtrlCAt(ev.ControllerDecision, 2)]
         )
     written = [json.loads(line)["type"] for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert written.count("epoch_metrics") == 2
     assert load_run(tmp_path / "checkpoint.pt").run_state["epoch"] == 1
-    summary = run_training(CONFIG, out_dir=tmp_path, resume=tmp_path / "checkpoint.pt", render=False)
+    summary = run_training(CONFIG, out_dir=tmp_path, resume=tmp_path / "checkpoint.pt")
     assert _comparable(tmp_path) == _comparable(straight)
     expected = json.loads((straight / "summary.json").read_text())
     assert summary["seeds"] == expected["seeds"]
 
 
 def _stopped_run(out: Path) -> Path:
-    run_training(CONFIG, out_dir=out, stop_after=2, render=False)
+    run_training(CONFIG, out_dir=out, stop_after=2)
     return out / "checkpoint.pt"
 
 

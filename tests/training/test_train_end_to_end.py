@@ -62,18 +62,18 @@ def test_cli_train_writes_every_output_and_events_replay_into_summary(tmp_path: 
 
 
 def _final_state(out: Path) -> dict[str, torch.Tensor]:
-    from esper.checkpoints.run_io import load_run
+    from esper.training.run_io import load_run
 
     return load_run(out / "checkpoint.pt").model.state_dict()
 
 
 def test_resume_is_bit_identical(tmp_path: Path) -> None:
     config = TrainConfig(task="mnist1d", controller="random", epochs=6, seed=3, **FAST)
-    straight = run_training(config, out_dir=tmp_path / "straight", render=False)
-    half = run_training(config, out_dir=tmp_path / "halves", stop_after=3, render=False)
+    straight = run_training(config, out_dir=tmp_path / "straight")
+    half = run_training(config, out_dir=tmp_path / "halves", stop_after=3)
     assert half["epochs"] == 3
     resumed = run_training(
-        config, out_dir=tmp_path / "halves", resume=tmp_path / "halves" / "checkpoint.pt", render=False
+        config, out_dir=tmp_path / "halves", resume=tmp_path / "halves" / "checkpoint.pt"
     )
     for key in ("test_accuracy", "val_accuracy", "total_params", "epochs", "seeds"):
         assert resumed[key] == straight[key], key
@@ -151,9 +151,9 @@ class _InterruptAt:
 def test_ctrl_c_leaves_a_resumable_checkpoint(tmp_path: Path) -> None:
     config = TrainConfig(task="mnist1d", controller="random", epochs=4, seed=5, **FAST)
     with pytest.raises(KeyboardInterrupt):
-        run_training(config, out_dir=tmp_path / "run", extra_backends=[_InterruptAt(3)], render=False)
+        run_training(config, out_dir=tmp_path / "run", extra_backends=[_InterruptAt(3)])
     summary = run_training(
-        config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt", render=False
+        config, out_dir=tmp_path / "run", resume=tmp_path / "run" / "checkpoint.pt"
     )
     assert summary["epochs"] == 4
 
@@ -188,7 +188,7 @@ def test_a_controller_that_observes_telemetry_sees_every_event_of_the_run(
     controller = _Listening()
     monkeypatch.setattr(trainer, "_controller_for", lambda run: controller)
     config = TrainConfig(task="mnist1d", epochs=2, seed=0, **FAST)  # type: ignore[arg-type]
-    run_training(config, out_dir=tmp_path, render=False)
+    run_training(config, out_dir=tmp_path)
     written = [event.type for event in read_events(tmp_path / "events.jsonl")]
     assert controller.seen and controller.seen == written[: len(controller.seen)]
     assert "epoch_metrics" in controller.seen

@@ -33,7 +33,7 @@ def make_train_run(out: Path) -> dict[str, Any]:
         # conv_light first, so the screens these tests read show the seed and numbers they expect.
         blueprints=["conv_light", "conv_heavy", "attention", "norm", "depthwise"],
     )
-    return run_training(config, out_dir=out, render=False)
+    return run_training(config, out_dir=out)
 
 
 PPO_CONFIG_TOML = "[train]\nmax_batches_per_epoch = 1\n[policy]\nhidden = 16\nlstm_hidden = 16\nhead_hidden = 8\n"

@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from esper.adapters.attached import AttachedModel, SlotHook, remove_hooks
-from esper.adapters.config import AttachConfig
-from esper.adapters.probe import resolve_module
 from esper.checkpoints.export import FixedBlend
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.stages import SeedStage
+from esper.model.attach_config import AttachConfig
+from esper.model.attached import AttachedModel, SlotHook, remove_hooks
+from esper.model.probe import resolve_module
 from esper.seeds.blending import BlendGate
 
 

@@ -100,7 +100,7 @@ rounds = 0
 
 
 def _torchrun_ppo(nproc: int, config: Path, out: Path) -> float:
-    from esper.checkpoints.agent_io import load_agent
+    from esper.growth_rl.agent_io import load_agent
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [
@@ -158,8 +158,8 @@ def _timed_host_training(total: list[float]) -> Iterator[None]:
 
 
 def _ppo_share(settings: BenchSettings) -> dict[str, Any]:
+    from esper.growth_rl.training import PPORunConfig, train_ppo
     from esper.rl.ppo import PPOConfig
-    from esper.rl.training import PPORunConfig, train_ppo
 
     batches = 1 if settings.tiny else 20
     config = PPORunConfig(

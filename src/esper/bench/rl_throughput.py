@@ -24,9 +24,9 @@ import torch
 
 from esper.bench.timing import BenchSettings
 from esper.contracts.actions import ActionSpace
-from esper.rl.environment import EnvConfig
+from esper.growth_rl.environment import EnvConfig
+from esper.growth_rl.vector_env import VectorGrowthEnv
 from esper.rl.policy import RecurrentActorCritic
-from esper.rl.vector_env import VectorGrowthEnv
 from esper.training.config import TrainConfig
 
 __all__ = ["SPEEDUP_GOAL", "RunTiming", "rl_throughput", "time_vector_run"]

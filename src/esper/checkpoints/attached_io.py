@@ -17,12 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from esper.adapters.attached import AttachedModel
-from esper.adapters.config import AttachConfig
 from esper.blueprints import BlueprintRegistry
 from esper.checkpoints.errors import CheckpointError, join_path
 from esper.checkpoints.slot_state import restore_slot, slot_payload
 from esper.checkpoints.strict import validate
+from esper.model.attach_config import AttachConfig
+from esper.model.attached import AttachedModel
 from esper.seeds.gates import GateConfig
 
 __all__ = ["ATTACHED_KIND", "attached_from_payload", "attached_payload", "is_attached_payload"]

@@ -35,6 +35,7 @@ from esper.contracts.stages import SeedStage
 from esper.hosts import HOST_KINDS, build_host
 from esper.hosts.protocol import HostProtocol
 from esper.model import MorphogeneticModel
+from esper.model.attached import AttachedModel
 from esper.seeds.blending import BlendGate, blend
 
 __all__ = [
@@ -114,12 +115,11 @@ def export_static(model: MorphogeneticModel) -> StaticGrownModel:
     """A standalone copy of `model` with its fossilized seeds baked in (shares no tensors with it)."""
     if not isinstance(model, MorphogeneticModel):
         raise TypeError(f"model must be a MorphogeneticModel, got {type(model).__name__}")
-    from esper.adapters.attached import AttachedModel  # imported here: esper.adapters imports this module
-
     if isinstance(model, AttachedModel):
         raise TypeError(
             "export_static: an attached model (esper.attach) has no stem/segments/head to rebuild; "
-            "use model.export(), which returns your own module with the fossilized seeds baked in"
+            "use esper.adapters.export_attached(model), which returns your own module with the fossilized "
+            "seeds baked in"
         )
     kept: dict[str, tuple[str, AlphaAlgorithm, float, nn.Module, BlendGate | None]] = {}
     for slot in model.slots():

@@ -23,6 +23,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from esper.blueprints import BlueprintRegistry
+from esper.checkpoints.attached_io import attached_from_payload, attached_payload, is_attached_payload
 from esper.checkpoints.errors import CheckpointError, join_path
 from esper.checkpoints.io import load_checkpoint, peek_format, save_checkpoint, split_header
 from esper.checkpoints.skeleton import alias_groups, assign_weights, build_skeleton, check_ties
@@ -36,6 +37,7 @@ from esper.contracts.schema import (
 from esper.contracts.validation import ConfigProblems
 from esper.hosts import HOST_KINDS, build_host
 from esper.model import MorphogeneticModel
+from esper.model.attached import AttachedModel
 from esper.seeds.gates import GateConfig
 
 __all__ = ["ModelSection", "load_model", "model_from_payload", "model_payload", "save_model"]
@@ -78,10 +80,6 @@ def model_payload(model: MorphogeneticModel) -> dict[str, Any]:
     """
     if not isinstance(model, MorphogeneticModel):
         raise TypeError(f"model must be a MorphogeneticModel, got {type(model).__name__}")
-    # Imported here: esper.adapters itself imports esper.checkpoints (export).
-    from esper.adapters.attached import AttachedModel
-    from esper.checkpoints.attached_io import attached_payload
-
     if isinstance(model, AttachedModel):
         return attached_payload(model)
     host = model.host
@@ -134,7 +132,6 @@ def load_model(
         data, where = data[RUN_MODEL_KEY], RUN_MODEL_KEY
     else:
         data = split_header(data)[1]
-    from esper.checkpoints.attached_io import attached_from_payload, is_attached_payload
 
     try:
         if is_attached_payload(data):

@@ -74,8 +74,8 @@ def _argument_error(args: argparse.Namespace, controllers: list[str]) -> str | N
 
 def _check_policy_tasks(controllers: list[str], task: str) -> str | None:
     """A policy must have been trained on this task (its slots and observation layout depend on it)."""
-    from esper.checkpoints.agent_io import load_agent
     from esper.control.registry import POLICY_PREFIX
+    from esper.growth_rl.agent_io import load_agent
 
     for name in controllers:
         if name.startswith(POLICY_PREFIX):

@@ -115,9 +115,9 @@ def handle(args: argparse.Namespace) -> int:
 
 def _handle(args: argparse.Namespace) -> int:
     from esper import distributed
-    from esper.checkpoints.agent_io import AgentMismatchError
-    from esper.distributed.ppo_run import DistributedPPOError
-    from esper.rl.training import AGENT_NAME, PPORunConfig, config_error_message, train_ppo
+    from esper.growth_rl.agent_io import AgentMismatchError
+    from esper.growth_rl.ppo_run import DistributedPPOError
+    from esper.growth_rl.training import AGENT_NAME, PPORunConfig, config_error_message, train_ppo
 
     err = Console(stderr=True, soft_wrap=True)
     try:

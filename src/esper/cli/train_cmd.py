@@ -9,7 +9,7 @@ from pathlib import Path
 
 from esper.checkpoints.errors import CheckpointError
 from esper.training.config import ConfigError, build_config, read_config_file
-from esper.training.run_files import CHECKPOINT_NAME, RUN_FILE_NAMES
+from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, RUN_FILE_NAMES
 
 # Exit codes: 0 the run completed (or stopped where --stop-after asked), 2 bad input,
 # 3 the governor aborted the run (training kept breaking after every rollback), 130 interrupted.
@@ -128,8 +128,23 @@ def handle(args: argparse.Namespace) -> int:
         return _fail(_os_error(cause, fallback))
 
 
+def _render_report(out_dir: Path, *, replace: bool = False) -> list[str]:
+    """Draw report.png from the run's events (unless one is there and not `replace`); returns the names written.
+
+    The command draws it, after the training package has written everything else, so training needs
+    no plotting code; a process stopped before this leaves a finished run that a resume completes.
+    """
+    from esper.telemetry.replay import read_events
+    from esper.ui.report import render_report
+
+    if not replace and (out_dir / REPORT_NAME).is_file():
+        return []
+    render_report(read_events(out_dir / EVENTS_NAME), out_dir / REPORT_NAME)
+    return [REPORT_NAME]
+
+
 def _handle(args: argparse.Namespace) -> int:
-    from esper.checkpoints.agent_io import AgentMismatchError
+    from esper.growth_rl.agent_io import AgentMismatchError
     from esper.training.preflight import RunInputError, validate_run_inputs
     from esper.training.trainer import GOVERNOR_ABORT, complete_outputs, run_training
     from esper.ui.progress import TrainingProgress
@@ -168,7 +183,7 @@ def _handle(args: argparse.Namespace) -> int:
     except (RunInputError, CheckpointError, AgentMismatchError) as error:
         return _fail(str(error))
     if inputs.nothing_to_do:
-        written = distributed.on_main(lambda: complete_outputs(inputs.out_dir))
+        written = distributed.on_main(lambda: complete_outputs(inputs.out_dir) + _render_report(inputs.out_dir))
         if not distributed.is_main():
             return 0
         finished = f" (wrote the missing {', '.join(written)})" if written else ""
@@ -204,6 +219,7 @@ def _handle(args: argparse.Namespace) -> int:
                 extra_backends=[progress] if distributed.is_main() else [],
                 overwrite=args.overwrite,
             )
+            distributed.on_main(lambda: _render_report(inputs.out_dir, replace=True))
     except (ValueError, CheckpointError) as error:
         return _fail(str(error))
     except KeyboardInterrupt:
@@ -225,7 +241,7 @@ def _handle(args: argparse.Namespace) -> int:
         f"{summary['wall_seconds']:.1f}s\noutputs in {inputs.out_dir}/",
         file=sys.stdout,
     )
-    from esper.tasks.growth_reference import reference_line
+    from esper.training.growth_reference import reference_line
 
     reference = reference_line(config, summary)
     if reference is not None:

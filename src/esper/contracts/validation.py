@@ -1,7 +1,7 @@
 """Turn pydantic validation errors into "path > to > key: expected X, got Y" lines.
 
 The one formatter of validation problems: checkpoints (esper.checkpoints.strict),
-run and PPO config files (esper.training.config, esper.rl.training) and host
+run and PPO config files (esper.training.config, esper.growth_rl.training) and host
 configs (esper.hosts.registry) all report through it. Plain Python and
 pydantic only, no torch.
 """

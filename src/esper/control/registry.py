@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 
 from esper.checkpoints.controller_state import POLICY_PREFIX
 from esper.control.baselines import RandomController, StaticController, check_blueprints, check_limits
@@ -11,7 +12,7 @@ from esper.control.heuristic import HeuristicConfig, HeuristicController
 from esper.control.legality import GrowthLimits
 
 CONTROLLER_NAMES: tuple[str, ...] = ("heuristic", "static", "random")
-_POLICY_MODULE = "esper.control.policy_controller"
+_POLICY_MODULE = "esper.growth_rl.policy_controller"
 
 
 def build_controller(
@@ -49,12 +50,21 @@ def build_controller(
     raise ValueError(f"controller: unknown {spec!r}; valid: {valid}")
 
 
+def check_policy_agent(path: str, *, blueprints: list[str]) -> None:
+    """A ValueError naming the problem if the agent checkpoint at `path` cannot drive a run with `blueprints`."""
+    _policy_module().check_policy_agent(path, blueprints=blueprints)
+
+
 def _load_policy(path: str, blueprints: list[str], limits: GrowthLimits, seed: int) -> Controller:
-    # Imported lazily: the learned policy pulls in the RL stack, which the other controllers don't need.
+    return _policy_module().load_policy_controller(path, blueprints=blueprints, limits=limits, seed=seed)
+
+
+def _policy_module() -> ModuleType:
+    # Looked up by name when a run names a learned policy: the policy lives in esper.growth_rl, a layer
+    # above this one (it learns in runs that use these controllers), and the other controllers need none of it.
     try:
-        module = importlib.import_module(_POLICY_MODULE)
+        return importlib.import_module(_POLICY_MODULE)
     except ModuleNotFoundError as error:
         if error.name != _POLICY_MODULE:
             raise  # the module exists but one of its own imports is missing: say that, not "unavailable"
         raise ValueError("the learned policy controller is not available in this build") from error
-    return module.load_policy_controller(path, blueprints=blueprints, limits=limits, seed=seed)

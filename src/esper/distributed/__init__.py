@@ -5,6 +5,11 @@
 - `sharding`: each rank's share of an epoch (DistributedSampler semantics) and of an evaluation set.
 - `ddp`: the DistributedDataParallel wrapper, rebuilt whenever the model's structure changes.
 - `measurement`: the collective context inside which counterfactual `force_alpha` is allowed.
+- `launch`: joining and leaving torchrun's process group around one command.
+
+Torch-level only, low in the layers (seeds and the RL core use it): it imports nothing else
+of Esper. The DDP training pass is `esper.training.distributed`; decentralised PPO is
+`esper.rl.distributed_ppo` (the update) and `esper.growth_rl.ppo_run` (the run loop's parts).
 
 Every helper is the identity (or a plain local computation) when no process group
 with more than one rank is initialised, so single-process runs are unchanged.

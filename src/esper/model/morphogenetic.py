@@ -274,9 +274,3 @@ class MorphogeneticModel(nn.Module):
                 params=slot.seed_param_count(),
             )
         return out
-
-    def export(self) -> nn.Module:
-        """A plain static module with the fossilized seeds baked in (see esper.checkpoints.export)."""
-        from esper.checkpoints.export import export_static
-
-        return export_static(self)

@@ -23,7 +23,7 @@ from torch import Tensor
 from esper import distributed
 from esper.contracts.actions import HEAD_INDEX
 from esper.contracts.config import StrictConfig
-from esper.distributed import ppo as dppo
+from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.distributions import ActionMasks, credit_matrix
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd, check_state_keys

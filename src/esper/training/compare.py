@@ -51,7 +51,7 @@ def _run(
 ) -> dict[str, Any]:
     config = TrainConfig(task=task, controller=controller, seed=seed, epochs=epochs, host_overrides=overrides, **extra)
     # A comparison owns the run directories under its --out: running it again replaces them.
-    summary = run_training(config, out_dir=out, render=False, overwrite=True)
+    summary = run_training(config, out_dir=out, overwrite=True)
     return {
         k: summary[k] for k in ("seed", "test_accuracy", "total_params", "host_params", "seed_params", "wall_seconds")
     } | {"seeds": len(summary["seeds"])}

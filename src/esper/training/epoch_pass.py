@@ -5,7 +5,7 @@
 through, and how the per-rank sums become the epoch's loss and accuracy:
 
 - `LocalPass`: one process, the whole training set, the model itself;
-- `esper.distributed.training.DistributedPass`: this rank's shard, the
+- `esper.training.distributed.DistributedPass`: this rank's shard, the
   DistributedDataParallel wrapper, sums added across ranks.
 
 The run picks one in `GrowthRun.epoch_pass()`; a subclass may return its own.

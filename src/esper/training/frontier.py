@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from esper.checkpoints.run_io import load_run
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
 from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
 from esper.training.config import TrainConfig
+from esper.training.run_io import load_run
 from esper.training.trainer import CHECKPOINT_NAME, run_training, versions
 from esper.training.widening import scaled_overrides
 
@@ -193,7 +193,7 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
         # each run starts in a fresh directory, never among an older run's files.
         shutil.rmtree(run_dir)
-    summary = run_training(config, out_dir=run_dir, render=False)
+    summary = run_training(config, out_dir=run_dir)
     task = default_tasks().get(job.task)
     splits = _worker_splits(job)
     batch_size = config.batch_size or task.defaults.batch_size

@@ -175,7 +175,7 @@ class GrowthRun:
         """How this run trains and evaluates an epoch: DDP under torchrun, else this process alone."""
         if distributed.active():
             from esper.distributed.ddp import TrainingModule
-            from esper.distributed.training import DistributedPass
+            from esper.training.distributed import DistributedPass
 
             if self._ddp is None:
                 self._ddp = TrainingModule(

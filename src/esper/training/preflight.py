@@ -119,7 +119,7 @@ def _check_blueprints(config: TrainConfig, task: Task) -> list[str]:
 
 def _check_controller(config: TrainConfig, blueprints: list[str]) -> None:
     from esper.control.heuristic import HeuristicConfig
-    from esper.control.registry import CONTROLLER_NAMES, POLICY_PREFIX
+    from esper.control.registry import CONTROLLER_NAMES, POLICY_PREFIX, check_policy_agent
 
     spec = config.controller
     if spec == "heuristic":
@@ -140,13 +140,9 @@ def _check_controller(config: TrainConfig, blueprints: list[str]) -> None:
         raise RunInputError(f"--controller {spec}: {path}: no such file")
     if not path.is_file():
         raise RunInputError(f"--controller {spec}: {path}: is a directory, expected an agent checkpoint (agent.pt)")
-    from esper.checkpoints.agent_io import AgentMismatchError, load_agent
-    from esper.checkpoints.errors import CheckpointError
-
     try:
-        agent = load_agent(path)
-        agent.check_compatible(blueprints=blueprints)
-    except (CheckpointError, AgentMismatchError) as error:
+        check_policy_agent(str(path), blueprints=blueprints)
+    except ValueError as error:
         raise RunInputError(f"--controller {spec}: {error}") from None
 
 
@@ -290,7 +286,7 @@ def _resolve_resume(
     config: TrainConfig, resume: Path, labels: Mapping[str, str] | None
 ) -> tuple[TrainConfig, int, int, int]:
     """The saved run's config (extended by --epochs), the epochs it trained, its new and its saved total."""
-    from esper.checkpoints.run_io import load_run
+    from esper.training.run_io import load_run
 
     saved_run = load_run(resume)
     try:

@@ -2,15 +2,17 @@
 
 Outputs in the run directory: events.jsonl (telemetry), checkpoint.pt
 (resumable, rewritten after every epoch so Ctrl-C loses at most the epoch in
-progress), summary.json (built from the events) and report.png.
+progress) and summary.json (built from the events). report.png, the picture
+of the same events, is drawn by the command that ran the training (`esper
+train`), so this package needs no plotting or terminal code.
 
 The checkpoint is the commit point of an epoch. Just before it is written,
 events.jsonl is flushed and fsynced and the checkpoint records that prefix
 (length, lines, SHA-256); a resumed run cuts events.jsonl back to it, so the
 events of an epoch that was never checkpointed are dropped and replayed, never
-duplicated. summary.json and report.png are written (atomically) when the run
-ends, and removed when it is resumed, so one that exists always describes the
-events beside it.
+duplicated. summary.json (and the command's report.png) are written
+(atomically) when the run ends, and removed when it is resumed, so one that
+exists always describes the events beside it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import esper
 from esper import distributed
 from esper.checkpoints.atomic import remove_stray_temps
 from esper.checkpoints.errors import CheckpointError
-from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import TelemetryObserver
 from esper.control.registry import build_controller
@@ -42,6 +43,7 @@ from esper.training.epoch_loop import GOVERNOR_ABORT, run_epochs
 from esper.training.growth_run import GrowthRun
 from esper.training.preflight import prepare_run_dir, validate_run_inputs
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, SUMMARY_NAME
+from esper.training.run_io import load_run, save_run
 from esper.training.summary import summarize, write_summary
 
 __all__ = [
@@ -79,7 +81,6 @@ def run_training(
     resume: Path | None = None,
     stop_after: int | None = None,
     extra_backends: list[Backend] | None = None,
-    render: bool = True,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) one run; returns its summary.
@@ -97,7 +98,7 @@ def run_training(
     inputs = distributed.on_main(lambda: validate_run_inputs(config, out_dir, resume=resume, overwrite=overwrite))
     config = inputs.config
     if inputs.nothing_to_do:
-        return distributed.on_main(lambda: _nothing_to_do(out_dir, render))
+        return distributed.on_main(lambda: _nothing_to_do(out_dir))
     if main:
         prepare_run_dir(inputs)
     names = list(dict.fromkeys(["jsonl", *config.telemetry]))
@@ -171,25 +172,21 @@ def run_training(
             # Commit the run_finished line too: extending the run later keeps it (the history says
             # where the run ended before), and a failed extension leaves it in place.
             commit_epoch()
-    return distributed.on_main(lambda: _write_outputs(out_dir, final, reason, render))
+    return distributed.on_main(lambda: _write_outputs(out_dir, final, reason))
 
 
-def _nothing_to_do(out_dir: Path, render: bool) -> dict[str, Any]:
-    complete_outputs(out_dir, render=render)
+def _nothing_to_do(out_dir: Path) -> dict[str, Any]:
+    complete_outputs(out_dir)
     return summarize(read_events(out_dir / EVENTS_NAME))
 
 
-def _write_outputs(out_dir: Path, final: dict[str, Any], reason: str, render: bool) -> dict[str, Any]:
+def _write_outputs(out_dir: Path, final: dict[str, Any], reason: str) -> dict[str, Any]:
     # Closing the hub flushed and fsynced events.jsonl: the summary is built from what is on disk.
     summary = summarize(read_events(out_dir / EVENTS_NAME))
     if "test_accuracy" not in summary:  # stopped early: report the current test numbers too
         summary.update(strict_json.json_safe(final))
         summary["finish_reason"] = reason
     write_summary(out_dir / SUMMARY_NAME, summary)
-    if render:
-        from esper.ui.report import render_report
-
-        render_report(read_events(out_dir / EVENTS_NAME), out_dir / REPORT_NAME)
     return summary
 
 
@@ -202,12 +199,13 @@ def _commit_events(events_log: JsonlBackend, hub: TelemetryHub) -> CommittedEven
     return events_log.commit()
 
 
-def complete_outputs(out_dir: Path, *, render: bool = True) -> list[str]:
-    """Write the summary or report that a finished run lacks; returns the names written.
+def complete_outputs(out_dir: Path) -> list[str]:
+    """Write the summary that a finished run lacks; returns the names written.
 
-    A finished run commits its last event with its checkpoint before writing these two,
-    so a process stopped while writing them leaves a run that is done but not reported:
-    resuming it writes them from the events, which hold everything they show.
+    A finished run commits its last event with its checkpoint before writing its summary
+    (and the command its report), so a process stopped while writing them leaves a run that
+    is done but not reported: resuming it writes them from the events, which hold everything
+    they show.
     """
     for name in (CHECKPOINT_NAME, SUMMARY_NAME, REPORT_NAME):
         remove_stray_temps(out_dir / name)  # the stopped process's unfinished writes
@@ -216,11 +214,6 @@ def complete_outputs(out_dir: Path, *, render: bool = True) -> list[str]:
     if not (out_dir / SUMMARY_NAME).is_file():
         write_summary(out_dir / SUMMARY_NAME, summarize(events))
         written.append(SUMMARY_NAME)
-    if render and not (out_dir / REPORT_NAME).is_file():
-        from esper.ui.report import render_report
-
-        render_report(events, out_dir / REPORT_NAME)
-        written.append(REPORT_NAME)
     return written
 
 

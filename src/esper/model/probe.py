@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper.adapters.config import AttachedSlot
+from esper.model.attach_config import AttachedSlot
 
 SUPPORTED_RANKS = (3, 4)
 # Attribute names under which common attention modules keep their head count.

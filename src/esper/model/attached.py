@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from esper.adapters.config import AttachConfig
-from esper.adapters.probe import describe, resolve_module, run_model
 from esper.blueprints import BlueprintRegistry, default_registry
 from esper.contracts.slot_ids import sort_slot_ids
 from esper.model import MorphogeneticModel
+from esper.model.attach_config import AttachConfig
+from esper.model.probe import describe, resolve_module, run_model
 from esper.seeds.gates import GateConfig
 from esper.seeds.slot import SeedSlot
 
@@ -178,15 +178,9 @@ class AttachedModel(MorphogeneticModel):
         return self.attach_config.slots[slot_id].module
 
     def detach(self) -> nn.Module:
-        """Remove the slot hooks and return the user's module (seeds are dropped: export() keeps them)."""
+        """Remove the slot hooks and return the user's module (seeds are dropped: export_attached keeps them)."""
         _remove_slot_hooks(self.host)
         return self.host
-
-    def export(self) -> nn.Module:
-        """A standalone copy of the user's module with the fossilized seeds baked in."""
-        from esper.adapters.export import export_attached
-
-        return export_attached(self)
 
     # ------------------------------------------------- state_dict extra state
     # The slots' lifecycles travel inside `state_dict()`: loading one into a freshly attached

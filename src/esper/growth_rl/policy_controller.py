@@ -1,6 +1,6 @@
 """The learned controller: a PPO agent's policy deciding one lifecycle action per epoch.
 
-It sees exactly what it saw in training (esper.rl.observations, normalised
+It sees exactly what it saw in training (esper.growth_rl.observations, normalised
 with the agent's frozen statistics), acts greedily (argmax) over the exact
 masks, and keeps its LSTM state across epochs; `state_dict` holds that state
 so a resumed run continues identically.
@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from esper.checkpoints.agent_io import AgentCheckpoint, AgentMismatchError, load_agent
 from esper.checkpoints.controller_state import CONTROLLER_WHERE, PolicyState
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.strict import validate
@@ -27,10 +26,11 @@ from esper.contracts.stages import SeedStage
 from esper.control.baselines import check_blueprints, check_decide_args, check_limits
 from esper.control.decision import Decision, EpochSignals
 from esper.control.legality import GrowthLimits
+from esper.growth_rl.actions_decode import decode_action
+from esper.growth_rl.agent_io import AgentCheckpoint, AgentMismatchError, load_agent
+from esper.growth_rl.masks import build_masks
+from esper.growth_rl.observations import InteractionTracker, ObservationLayout, build_observation
 from esper.model import MorphogeneticModel
-from esper.rl.actions_decode import decode_action
-from esper.rl.masks import build_masks
-from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
 from esper.telemetry import events as ev
 
 _JUDGED = (SeedStage.BLENDING, SeedStage.HOLDING)
@@ -118,3 +118,12 @@ def load_policy_controller(
     if type(seed) is not int or seed < 0:
         raise ValueError(f"policy controller seed: expected an int >= 0, got {seed!r}")
     return PolicyController(load_agent(path), blueprints, limits)
+
+
+def check_policy_agent(path: str | Path, *, blueprints: list[str]) -> None:
+    """A ValueError naming the problem if the agent checkpoint at `path` cannot drive a run with `blueprints`."""
+    try:
+        agent = load_agent(path)
+        agent.check_compatible(blueprints=blueprints)
+    except (CheckpointError, AgentMismatchError) as error:
+        raise ValueError(str(error)) from None

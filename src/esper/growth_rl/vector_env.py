@@ -30,10 +30,10 @@ import torch
 from torch import Tensor
 
 from esper.distributed.group import local_scope
+from esper.growth_rl.environment import EnvConfig, GrowthEnv
+from esper.growth_rl.masks import masks_from_arrays, masks_to_arrays
+from esper.growth_rl.observations import ObservationLayout
 from esper.rl.distributions import ActionMasks
-from esper.rl.environment import EnvConfig, GrowthEnv
-from esper.rl.masks import masks_from_arrays, masks_to_arrays
-from esper.rl.observations import ObservationLayout
 from esper.tasks import DataSplits, TaskOptions, default_tasks
 from esper.telemetry import events as ev
 

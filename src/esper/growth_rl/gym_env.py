@@ -1,10 +1,10 @@
-"""GymGrowthEnv: one growing-model run as a `gymnasium.Env` (also reachable as `esper.rl.GrowthEnv`).
+"""GymGrowthEnv: one growing-model run as a `gymnasium.Env` (also reachable as `esper.growth_rl.GrowthEnv`).
 
-    env = esper.rl.GrowthEnv(task="mnist1d", episode_length=10, seed=0, max_batches_per_epoch=4)
+    env = esper.growth_rl.GrowthEnv(task="mnist1d", episode_length=10, seed=0, max_batches_per_epoch=4)
     obs, info = env.reset()
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample(mask=...))
 
-A thin view of `esper.rl.environment.GrowthEnv` (the environment our own PPO
+A thin view of `esper.growth_rl.environment.GrowthEnv` (the environment our own PPO
 trains on; same runs, observations, rewards and masks):
 - observations: `Box(-inf, inf, (dim,), float32)`, the raw feature vector
   (names in `env.feature_names`);
@@ -32,7 +32,7 @@ try:
     from gymnasium import spaces
 except ModuleNotFoundError as error:  # pragma: no cover - exercised by a test that hides the package
     raise ImportError(
-        "esper.rl.GrowthEnv (the gymnasium environment) needs gymnasium, which is not installed: "
+        "esper.growth_rl.GrowthEnv (the gymnasium environment) needs gymnasium, which is not installed: "
         "pip install 'esper[gym]' (or pip install gymnasium)"
     ) from error
 
@@ -40,14 +40,14 @@ import numpy as np
 import torch
 
 from esper.contracts.actions import HEADS, ActionSpace, FactoredAction, Op
+from esper.growth_rl.environment import ENV_OWNED_KEYS, EnvConfig
+from esper.growth_rl.environment import GrowthEnv as _RunEnv
+from esper.growth_rl.masks import check_admitted
+from esper.growth_rl.observations import ObservationLayout
+from esper.growth_rl.rewards import RewardConfig
 from esper.hosts import build_host
 from esper.hosts.protocol import HostProtocol
 from esper.rl.distributions import ActionMasks
-from esper.rl.environment import ENV_OWNED_KEYS, EnvConfig
-from esper.rl.environment import GrowthEnv as _RunEnv
-from esper.rl.masks import check_admitted
-from esper.rl.observations import ObservationLayout
-from esper.rl.rewards import RewardConfig
 from esper.tasks import TaskOptions, default_tasks
 from esper.training.config import TrainConfig
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from torch import nn
 
-from esper.adapters.attached import AttachedModel
-from esper.adapters.config import AttachConfig
-from esper.adapters.probe import probe_slots
 from esper.blueprints import BlueprintRegistry
 from esper.contracts.slot_ids import format_slot_id
+from esper.model.attach_config import AttachConfig
+from esper.model.attached import AttachedModel
+from esper.model.probe import probe_slots
 from esper.seeds.gates import GateConfig
 
 

@@ -31,10 +31,10 @@ from pydantic import Field, field_validator
 from esper import distributed
 from esper.contracts.actions import HEAD_INDEX, Op
 from esper.contracts.config import StrictConfig
-from esper.distributed import ppo as dppo
+from esper.growth_rl.vector_env import VectorGrowthEnv
+from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.ppo import PPOTrainer
-from esper.rl.vector_env import VectorGrowthEnv
 from esper.telemetry import events as ev
 
 # Demonstration episodes use episode indices from here on, so their seeds never meet PPO's.

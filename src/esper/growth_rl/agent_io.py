@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from esper.checkpoints.agent_state import check_agent_payload
 from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.io import load_checkpoint, save_checkpoint, split_header
 from esper.contracts.actions import ActionSpace
 from esper.contracts.schema import AGENT_CHECKPOINT_FORMAT, AGENT_CHECKPOINT_VERSION
+from esper.growth_rl.agent_state import check_agent_payload
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
 from esper.rl.ppo import PPOConfig, PPOTrainer
@@ -262,7 +262,7 @@ def _check_meta(meta: Any) -> AgentMeta:
 
 
 def load_agent(path: str | os.PathLike[str]) -> AgentCheckpoint:
-    """Read an agent checkpoint (weights_only) and validate all of it (see esper.checkpoints.agent_state).
+    """Read an agent checkpoint (weights_only) and validate all of it (see esper.growth_rl.agent_state).
 
     Any problem raises one CheckpointError naming each bad path; a loaded
     agent builds its policy, normalisers and trainer without further errors.

@@ -1,7 +1,7 @@
 """Decision (what a controller decided) -> FactoredAction (head indices): the inverse of actions_decode.
 
 Used to record another controller's choices as actions of the policy's
-action space (imitation of the heuristic before PPO, esper.rl.imitation).
+action space (imitation of the heuristic before PPO, esper.growth_rl.imitation).
 Every credited head gets the index that reproduces the decision; where the
 decision leaves a credited head free (the style of a retarget, the ramp
 curve of a germination: see actions_decode), the first index the masks
@@ -24,8 +24,8 @@ from esper.contracts.actions import (
 )
 from esper.contracts.alpha import ALPHA_TARGETS, AlphaCurve
 from esper.control.decision import Decision
+from esper.growth_rl.masks import check_admitted
 from esper.rl.distributions import ActionMasks
-from esper.rl.masks import check_admitted
 
 
 class UnencodableDecision(ValueError):

@@ -2,7 +2,7 @@
 
 Outputs in the run directory, rewritten after every round so an interrupted
 run loses at most the round in progress:
-  agent.pt      the agent (esper.checkpoints.agent_io), resumable bit-for-bit on CPU;
+  agent.pt      the agent (esper.growth_rl.agent_io), resumable bit-for-bit on CPU;
   events.jsonl  RewardComputed per step (tagged with its env) and PpoUpdate per round;
   learning.png  returns, accuracy, entropy and action mix over rounds.
 
@@ -23,21 +23,21 @@ import torch
 from pydantic import Field, SerializationInfo, ValidationError, field_serializer, model_validator
 
 from esper import distributed
-from esper.checkpoints.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
 from esper.contracts.actions import HEAD_INDEX, ActionSpace, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.validation import ConfigProblems, describe_validation_error, problem_parts
 from esper.control.heuristic import HeuristicConfig
-from esper.distributed import ppo_run as dppo_run
+from esper.growth_rl import ppo_run as dppo_run
+from esper.growth_rl.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchError, load_agent, save_agent
+from esper.growth_rl.environment import EnvConfig
+from esper.growth_rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
+from esper.growth_rl.learning_report import render_learning
+from esper.growth_rl.rewards import RewardConfig
+from esper.growth_rl.vector_env import VectorGrowthEnv
 from esper.rl.buffer import RolloutBuffer
-from esper.rl.environment import EnvConfig
-from esper.rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
-from esper.rl.learning_report import render_learning
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
 from esper.rl.ppo import PPOConfig, PPOTrainer
-from esper.rl.rewards import RewardConfig
-from esper.rl.vector_env import VectorGrowthEnv
 from esper.telemetry import events as ev
 from esper.telemetry.backends import build_backends
 from esper.telemetry.hub import TelemetryHub
@@ -92,7 +92,7 @@ class PPORunConfig(StrictConfig):
     reward: RewardConfig = Field(default_factory=RewardConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     policy: PolicyShape = Field(default_factory=PolicyShape)
-    # Behaviour cloning of an expert before the first PPO round (esper.rl.imitation).
+    # Behaviour cloning of an expert before the first PPO round (esper.growth_rl.imitation).
     imitation: ImitationConfig = Field(default_factory=ImitationConfig)
 
     @model_validator(mode="before")

@@ -36,12 +36,12 @@ from esper.contracts.stages import SeedStage
 from esper.control.decision import Controller, EpochSignals
 from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
-from esper.rl.actions_decode import decode_action
-from esper.rl.actions_encode import encode_decision
+from esper.growth_rl.actions_decode import decode_action
+from esper.growth_rl.actions_encode import encode_decision
+from esper.growth_rl.masks import build_masks, check_admitted, wait_only_masks
+from esper.growth_rl.observations import InteractionTracker, ObservationLayout, build_observation
+from esper.growth_rl.rewards import RewardConfig, StateView, compute_reward, shapley_values, snapshot
 from esper.rl.distributions import ActionMasks
-from esper.rl.masks import build_masks, check_admitted, wait_only_masks
-from esper.rl.observations import InteractionTracker, ObservationLayout, build_observation
-from esper.rl.rewards import RewardConfig, StateView, compute_reward, shapley_values, snapshot
 from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.batches import eval_mode, evaluate
@@ -225,7 +225,7 @@ class GrowthEnv:
 
         The expert is built at the episode's first call and then asked once per
         step, so a stateful controller sees the run exactly as when it drives
-        a run itself (esper.rl.imitation records these as demonstrations).
+        a run itself (esper.growth_rl.imitation records these as demonstrations).
         """
         run = self._require_run()
         if self.done:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from esper.tasks.growth_reference import REFERENCES, reference_line
 from esper.training.config import TrainConfig
+from esper.training.growth_reference import REFERENCES, reference_line
 
 SUMMARY = {"seed_params": 12_576, "host_params": 19_498}
 
