@@ -160,6 +160,7 @@ def _timed_host_training(total: list[float]) -> Iterator[None]:
 def _ppo_share(settings: BenchSettings) -> dict[str, Any]:
     from esper.growth_rl.training import PPORunConfig, train_ppo
     from esper.rl.ppo import PPOConfig
+    from esper.training.config import TrainConfig
 
     batches = 1 if settings.tiny else 20
     config = PPORunConfig(
@@ -168,7 +169,7 @@ def _ppo_share(settings: BenchSettings) -> dict[str, Any]:
         rounds=2,
         episode_length=2 if settings.tiny else 6,
         workers=0,
-        train={"max_batches_per_epoch": batches},
+        train=TrainConfig(task="mnist1d-blind", max_batches_per_epoch=batches),
         ppo=PPOConfig(n_minibatches=1),
     )
     rounds: list[float] = []
