@@ -35,7 +35,7 @@ def train_pass(run: GrowthRun, module: TrainingModule) -> tuple[float, float]:
         sharded_epoch_batches(
             run.splits.train,
             run.batch_size,
-            seed=run.config.seed,
+            seed=run.plan.seed,
             epoch=run.epoch,
             max_batches=run.max_batches,
             device=run.device,
@@ -45,7 +45,7 @@ def train_pass(run: GrowthRun, module: TrainingModule) -> tuple[float, float]:
         run.optimizers.zero_grad()
         loss, batch_correct = loss_and_correct(module.current()(xb), yb)
         proximal = run.model.proximal_penalty()
-        objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
+        objective = loss if proximal is None else loss + run.plan.training_proximal_weight * proximal
         objective.backward()
         if index == len(batches) - 1:
             # After DDP's all-reduce every rank holds the averaged gradients: the ratios are global.

@@ -30,7 +30,6 @@ from esper.checkpoints.errors import CheckpointError
 from esper.checkpoints.run_io import load_run, save_run
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import TelemetryObserver
-from esper.control.registry import build_controller
 from esper.pause_points import pause_point
 from esper.seeds.sync import sync_decision
 from esper.telemetry import events as ev
@@ -61,18 +60,6 @@ GOVERNOR_ABORT = "governor abort"
 
 def versions() -> dict[str, str]:
     return {"esper": esper.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _controller_for(run: GrowthRun) -> Any:
-    from esper.control.heuristic import HeuristicConfig
-
-    return build_controller(
-        run.config.controller,
-        blueprints=run.blueprints,
-        limits=run.limits,
-        seed=run.config.seed,
-        heuristic=HeuristicConfig(**run.config.heuristic),
-    )
 
 
 def run_training(
@@ -127,15 +114,15 @@ def run_training(
             saved = load_run(resume)  # every rank reads the checkpoint: it must be readable on every node
             if events_log is not None:
                 _resume_outputs(saved.events, events_log, resume, out_dir)
-            run = GrowthRun(config, emit=emit, model=saved.model)
+            run = GrowthRun(inputs.plan, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
-            controller = attach(_controller_for(run))
+            controller = attach(run.make_controller())
             controller.load_state_dict(saved.controller)
             wall_before = saved.wall_seconds
         else:
-            run = GrowthRun(config, emit=emit)
-            controller = attach(_controller_for(run))
-            run.started_event(controller.name, versions())
+            run = GrowthRun(inputs.plan, emit=emit)
+            controller = attach(run.make_controller())
+            run.started_event(controller.name, versions(), config)
             wall_before = 0.0
         started = time.perf_counter()
 
