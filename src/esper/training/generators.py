@@ -72,12 +72,14 @@ class RunGenerators:
     def state_dict(self) -> dict[str, Any]:
         """The three states as checkpoint primitives (the layout `esper.checkpoints.run_state` validates)."""
         py_version, py_state, py_gauss = self.python.getstate()
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = self.numpy.get_state(legacy=True)
+        numpy_state = self.numpy.get_state(legacy=True)
+        assert isinstance(numpy_state, tuple)  # legacy=True: (name, keys, pos, has_gauss, gauss)
+        np_name, np_keys, np_pos, np_has_gauss, np_gauss = numpy_state
         return {
             "python": [py_version, list(py_state), py_gauss],
             "numpy": [
                 np_name,
-                torch.from_numpy(np_keys.astype(np.int64)),
+                torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
                 int(np_pos),
                 int(np_has_gauss),
                 float(np_gauss),

@@ -338,8 +338,9 @@ def _check_recorded_plan(plan: RunPlan, resume: Path) -> None:
     recorded.pop("epochs", None)
     current.pop("epochs", None)
     host = recorded.get("host")
-    if isinstance(host, dict) and isinstance(host.get("config"), dict) and plan.host.output_key not in plan.host.config:
-        recorded["host"] = {**host, "config": {k: v for k, v in host["config"].items() if k != plan.host.output_key}}
+    host_config = host.get("config") if isinstance(host, dict) else None
+    if isinstance(host, dict) and isinstance(host_config, dict) and plan.host.output_key not in plan.host.config:
+        recorded["host"] = {**host, "config": {k: v for k, v in host_config.items() if k != plan.host.output_key}}
     differences = _plan_differences(recorded, current)
     if differences:
         details = "; ".join(
