@@ -30,7 +30,6 @@ from esper.contracts.actions import ActionSpace, Op
 from esper.contracts.alpha import AlphaAlgorithm
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import Decision
-from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
 from esper.growth_rl.agent_io import AgentMeta, load_agent, optimizer_to_primitives, save_agent
 from esper.growth_rl.observations import ObservationLayout
@@ -153,11 +152,11 @@ RUN_CONFIG = TrainConfig(task="mnist1d", epochs=4, max_batches_per_epoch=3, seed
 
 def controller_for(run: GrowthRun) -> Any:
     return build_controller(
-        run.config.controller,
+        run.plan.controller,
         blueprints=run.blueprints,
         limits=run.limits,
-        seed=run.config.seed,
-        heuristic=HeuristicConfig(**run.config.heuristic),
+        seed=run.plan.seed,
+        heuristic=run.plan.heuristic,
     )
 
 
@@ -176,7 +175,7 @@ def run_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     source = directory / "checkpoint.pt"
     save_run(
         source,
-        config=run.config.model_dump(mode="json"),
+        config=RUN_CONFIG.model_dump(mode="json"),
         model=run.model,
         run_state=run.state_dict(),
         controller=controller.state_dict(),

@@ -41,7 +41,7 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Gro
     path = directory / "checkpoint.pt"
     save_run(
         path,
-        config=run.config.model_dump(mode="json"),
+        config=CONFIG.model_dump(mode="json"),
         model=run.model,
         run_state=run.state_dict(),
         controller={},
@@ -163,7 +163,7 @@ def test_what_needs_the_model_is_checked_before_anything_changes(saved: Any, edi
         assert expected in str(error) or "seed_slots.r0c1" in str(error)
         return
     target = GrowthRun(TrainConfig.model_validate(checkpoint.config), model=checkpoint.model, splits=run.splits)
-    before = (target.epoch, copy.deepcopy(target.history), target.governor.state_dict(), torch.get_rng_state())
+    before = (target.epoch, copy.deepcopy(target.history), target.governor.state_dict(), target.generators.state_dict())
     host_state = copy.deepcopy(target.optimizers.host.state_dict())
     with pytest.raises(CheckpointError) as info:
         target.load_state_dict(checkpoint.run_state)
@@ -173,5 +173,7 @@ def test_what_needs_the_model_is_checked_before_anything_changes(saved: Any, edi
     assert after["rollbacks"] == before[2]["rollbacks"] and after["snapshot_epoch"] == before[2]["snapshot_epoch"]
     assert after["snapshot"].keys() == before[2]["snapshot"].keys()
     assert all(torch.equal(after["snapshot"][k], v) for k, v in before[2]["snapshot"].items())
-    assert torch.equal(torch.get_rng_state(), before[3])
+    rng = target.generators.state_dict()
+    assert torch.equal(rng["torch"], before[3]["torch"]) and rng["python"] == before[3]["python"]
+    assert torch.equal(rng["numpy"][1], before[3]["numpy"][1])
     assert target.optimizers.host.state_dict()["state"] == host_state["state"] == {}

@@ -63,6 +63,7 @@ def _summary(name: str, tmp_path: Path) -> dict[str, Any]:
     summary = run_training(TrainConfig(**fields), out_dir=tmp_path / "run")
     summary = _rounded(json.loads(json.dumps(summary)))
     summary["config"].pop("text_file", None)
+    summary["plan"].pop("text_file", None)
     return summary
 
 

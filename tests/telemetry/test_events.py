@@ -55,6 +55,7 @@ def sample_events() -> list[TelemetryEvent]:
             versions={"esper": "0.1.0", "torch": "2.13.0"},
             slots=["r0c0", "r0c1"],
             host_params=12345,
+            plan={"epochs": 25, "optimizer": {"kind": "sgd", "host_lr": 0.05}},
         ),
         EpochMetrics(
             epoch=3,
@@ -278,8 +279,8 @@ def test_discriminated_parsing_picks_the_class_from_type() -> None:
             "duplicate key 'error'",
         ),
         (
-            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 3}',
-            r"backend_failed\.version: unknown telemetry event version 3",
+            '{"type": "backend_failed", "epoch": 0, "backend": "b", "error": "e", "version": 99}',
+            r"backend_failed\.version: unknown telemetry event version 99",
         ),
     ],
 )

@@ -337,6 +337,7 @@ def test_wandb_logs_config_scalars_and_summary(monkeypatch: pytest.MonkeyPatch, 
             "controller": "heuristic",
             "seed": 7,
             "config": {"epochs": 3},
+            "plan": {"epochs": 3},
         }
         hub.emit(ev.RunStarted(versions={"esper": "0.1.0"}, slots=["r0c0"], host_params=1000, **start))
         hub.emit(_metrics(0))

@@ -183,10 +183,8 @@ class _Listening:
 def test_a_controller_that_observes_telemetry_sees_every_event_of_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from esper.training import trainer
-
     controller = _Listening()
-    monkeypatch.setattr(trainer, "_controller_for", lambda run: controller)
+    monkeypatch.setattr(GrowthRun, "make_controller", lambda run: controller)
     config = TrainConfig(task="mnist1d", epochs=2, seed=0, **FAST)  # type: ignore[arg-type]
     run_training(config, out_dir=tmp_path)
     written = [event.type for event in read_events(tmp_path / "events.jsonl")]

@@ -36,7 +36,7 @@ def _metrics(epoch: int, train_accuracy: float = 0.8, train_loss: float = 0.5) -
 
 
 def _started() -> ev.RunStarted:
-    return ev.RunStarted(epoch=-1, task="mnist1d", controller="heuristic", seed=3, config={}, versions={},
+    return ev.RunStarted(epoch=-1, task="mnist1d", controller="heuristic", seed=3, config={}, plan={}, versions={},
                          slots=["r0c0", "r0c1"], host_params=1000)
 
 

@@ -62,7 +62,7 @@ def synthetic_run(
     """A plausible run: metrics per epoch, lifecycle changes after them, alpha ramps while blending."""
     events: list[TelemetryEvent] = [
         RunStarted(epoch=-1, task="mnist1d", controller=controller, seed=7, config={"epochs": epochs},
-                   versions={"esper": "test"}, slots=SLOTS, host_params=HOST_PARAMS)
+                   plan={"epochs": epochs}, versions={"esper": "test"}, slots=SLOTS, host_params=HOST_PARAMS)
     ]
     states = {slot: _SlotState() for slot in SLOTS}
     for epoch in range(1, epochs + 1):

@@ -10,12 +10,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from esper.tasks import DEFAULT_TASK
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "compare", help="is growth worth it? static vs grown vs widened", description=__doc__
     )
-    parser.add_argument("--task", default="mnist1d")
+    parser.add_argument("--task", default=DEFAULT_TASK, help=f"task name (default {DEFAULT_TASK})")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0, 1, ...); default 3")
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the task's)")
     parser.add_argument("--out", type=Path, help="directory for the runs and compare.json (default runs/compare-TASK)")
@@ -27,15 +29,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from esper.tasks import default_tasks
     from esper.training.compare import compare
+    from esper.training.plan import PlanError, lookup_task
 
     console = Console(stderr=True)
     if args.seeds < 1 or (args.epochs is not None and args.epochs < 1):
         console.print("[red]esper compare: --seeds and --epochs must be >= 1[/red]")
         return 2
-    if args.task not in default_tasks():
-        console.print(f"[red]esper compare: unknown task {args.task!r}; tasks: {default_tasks().names()}[/red]")
+    try:
+        lookup_task(args.task)
+    except PlanError as error:
+        console.print(f"[red]esper compare: {error}[/red]", highlight=False, soft_wrap=True)
         return 2
     out = args.out or Path("runs") / f"compare-{args.task}"
     options = {

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from esper.checkpoints.errors import CheckpointError
+from esper.tasks import DEFAULT_TASK
 
 __all__ = ["handle", "register"]
 
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", default="mnist1d", help="task name (default mnist1d)")
+    parser.add_argument("--task", default=DEFAULT_TASK, help=f"task name (default {DEFAULT_TASK})")
     parser.add_argument(
         "--controllers",
         default="static,random,heuristic",
@@ -85,22 +86,25 @@ def _check_policy_tasks(controllers: list[str], task: str) -> str | None:
     return None
 
 
+def _plan_error(args: argparse.Namespace, controllers: list[str], overrides: dict[str, Any]) -> str | None:
+    """Resolve every run's plan now, so a bad task or setting fails before the first run starts."""
+    from esper.training.config import ConfigError, build_config
+    from esper.training.plan import PlanError, resolve_plan
+
+    try:
+        for name in controllers:
+            fields = {**overrides, "task": args.task, "epochs": args.epochs, "controller": name}
+            resolve_plan(build_config({}, fields, source="arguments"))
+    except (ConfigError, PlanError) as error:
+        return str(error)
+    return None
+
+
 def handle(args: argparse.Namespace) -> int:
-    from esper.tasks import default_tasks
     from esper.training.evaluate import evaluate_controllers, evaluation_seeds, format_table
 
     err = Console(stderr=True, soft_wrap=True)
     controllers = [c.strip() for c in args.controllers.split(",")]
-    problem = _argument_error(args, controllers)
-    if problem is None and args.task not in default_tasks():
-        problem = f"--task: unknown task {args.task!r}; available: {', '.join(default_tasks().names())}"
-    try:
-        problem = problem or _check_policy_tasks(controllers, args.task)
-    except CheckpointError as error:
-        problem = str(error)
-    if problem is not None:
-        err.print(f"[red]esper evaluate: {problem}[/red]", highlight=False)
-        return 2
     overrides: dict[str, Any] = {}
     if args.max_batches is not None:
         overrides["max_batches_per_epoch"] = args.max_batches
@@ -108,6 +112,14 @@ def handle(args: argparse.Namespace) -> int:
         overrides["data_dir"] = args.data_dir
     if args.text_file is not None:
         overrides["text_file"] = args.text_file
+    problem = _argument_error(args, controllers) or _plan_error(args, controllers, overrides)
+    try:
+        problem = problem or _check_policy_tasks(controllers, args.task)
+    except CheckpointError as error:
+        problem = str(error)
+    if problem is not None:
+        err.print(f"[red]esper evaluate: {problem}[/red]", highlight=False)
+        return 2
     seeds = evaluation_seeds(args.seeds)
     if not args.json:
         err.print(f"esper evaluate: {args.task} · {', '.join(controllers)} · seeds {seeds}", highlight=False)

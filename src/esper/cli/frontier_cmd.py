@@ -23,6 +23,8 @@ from typing import Any, NoReturn
 from rich.console import Console
 from rich.table import Table
 
+from esper.tasks import DEFAULT_TASK
+
 __all__ = ["handle", "register"]
 
 DOCUMENT_NAME = "frontier.json"
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--task", default="mnist1d", help="task name (default mnist1d)")
+    parser.add_argument("--task", default=DEFAULT_TASK, help=f"task name (default {DEFAULT_TASK})")
     parser.add_argument(
         "--widths", default=DEFAULT_WIDTHS, help=f"comma-separated host width multipliers (default {DEFAULT_WIDTHS})"
     )
@@ -82,7 +84,8 @@ def _parse_widths(text: str) -> tuple[list[float] | None, str | None]:
 
 def _argument_error(args: argparse.Namespace, controllers: list[str]) -> str | None:
     from esper.control.registry import CONTROLLER_NAMES
-    from esper.tasks import default_tasks
+    from esper.training.config import ConfigError, build_config
+    from esper.training.plan import PlanError, resolve_plan
 
     for flag, value, low in (
         ("--seeds", args.seeds, 1),
@@ -93,8 +96,12 @@ def _argument_error(args: argparse.Namespace, controllers: list[str]) -> str | N
     ):
         if value is not None and value < low:
             return f"{flag}: expected an int >= {low}, got {value}"
-    if args.task not in default_tasks():
-        return f"--task: unknown task {args.task!r}; available: {', '.join(default_tasks().names())}"
+    try:
+        # The static host's plan: the task, epochs and batch cap every run of the frontier shares.
+        fields = {"task": args.task, "epochs": args.epochs, "max_batches_per_epoch": args.max_batches_per_epoch}
+        resolve_plan(build_config({}, fields, source="arguments"))
+    except (ConfigError, PlanError) as error:
+        return str(error)
     growth = [name for name in CONTROLLER_NAMES if name != "static"]
     if not controllers or any(not c for c in controllers):
         return f"--controllers: expected a comma-separated list of names, got {args.controllers!r}"
@@ -206,10 +213,10 @@ def handle(args: argparse.Namespace) -> int:
         text_file=None if args.text_file is None else str(args.text_file),
         data_dir=None if args.data_dir is None else str(args.data_dir),
     )
-    from esper.tasks import default_tasks
+    from esper.training.plan import lookup_task
 
     try:
-        width_overrides(default_tasks().get(args.task), widths)
+        width_overrides(lookup_task(args.task), widths)
         load_splits(spec)  # the data every run will load: a missing dataset fails here, before any disk change
     except (ValueError, OSError) as error:
         return fail(str(error))

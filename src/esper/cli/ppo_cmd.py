@@ -140,11 +140,19 @@ def _handle(args: argparse.Namespace) -> int:
         err.print("[red]esper ppo: --out DIR is required (or --resume DIR/agent.pt)[/red]", highlight=False)
         return 2
     out: Path = args.out if args.out is not None else args.resume.parent
-    from esper.tasks import default_tasks
+    from esper.training.plan import PlanError, lookup_task, resolve_plan
 
-    if config.task not in default_tasks():
-        err.print(f"[red]esper ppo: --task: unknown task {config.task!r}; "
-                  f"available: {', '.join(default_tasks().names())}[/red]", highlight=False)
+    try:
+        lookup_task(config.task)
+    except PlanError as error:
+        err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
+        return 2
+    try:
+        # The environments' run plan (the nested train table), resolved before any process starts.
+        resolve_plan(config.env_config().train)
+    except PlanError as error:
+        source = str(args.config) if args.config else "arguments"
+        err.print(f"[red]esper ppo: {source}: train.{error}[/red]", highlight=False)
         return 2
     if args.watch and distributed.active():
         err.print("[red]esper ppo: --watch is not available under torchrun; run `esper watch DIR` beside it[/red]")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from esper.checkpoints.errors import CheckpointError
+from esper.tasks import DEFAULT_TASK
 from esper.training.config import ConfigError, build_config, read_config_file
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, RUN_FILE_NAMES
 
@@ -19,7 +20,7 @@ EXIT_INTERRUPTED = 130
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="grow a model on a task", description=__doc__)
-    parser.add_argument("--task", help="task name (see `esper tasks`); default mnist1d")
+    parser.add_argument("--task", help=f"task name (see `esper tasks`); default {DEFAULT_TASK}")
     parser.add_argument("--controller", help="heuristic | static | random | policy:PATH; default heuristic")
     parser.add_argument("--epochs", type=int, help="host epochs (default: the task's)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")

@@ -35,8 +35,9 @@ AGENT_CHECKPOINT_CHANGELOG: dict[int, str] = {
 }
 
 # Telemetry events (events.jsonl).
-TELEMETRY_EVENT_VERSION = 2
+TELEMETRY_EVENT_VERSION = 3
 TELEMETRY_EVENT_CHANGELOG: dict[int, str] = {
     1: "First layout: every line has type, version, epoch, time and a typed payload.",
     2: 'Non-finite floats are the strings "NaN", "Infinity", "-Infinity" (version 1 wrote bare NaN/Infinity).',
+    3: "`run_started` carries `plan`, the resolved run plan (every value the run uses); earlier versions have none.",
 }

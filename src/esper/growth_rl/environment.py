@@ -14,18 +14,16 @@ last step applies its action to the fully trained model and ends the episode
 aborts the run, the remaining steps admit only WAIT and give 0 reward, so
 every episode has the same length.
 
-Each env owns its RNG state (torch, numpy, python): several envs stepped in
-one process, in any interleaving, behave exactly like envs alone.
+Each env's run owns its generators (torch, numpy, python; esper.training.generators):
+several envs stepped in one process, in any interleaving, behave exactly like
+envs alone, and the process's own generators are left alone.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -34,7 +32,6 @@ from esper.contracts.actions import ActionSpace, FactoredAction, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.stages import SeedStage
 from esper.control.decision import Controller, EpochSignals
-from esper.control.heuristic import HeuristicConfig
 from esper.control.registry import build_controller
 from esper.growth_rl.actions_decode import decode_action
 from esper.growth_rl.actions_encode import encode_decision
@@ -73,28 +70,6 @@ def as_factored(action: FactoredAction | Sequence[int] | Tensor) -> FactoredActi
     return FactoredAction.from_indices(list(action))
 
 
-class _RngState:
-    """One env's private copy of the global RNGs."""
-
-    def __init__(self) -> None:
-        self.saved: tuple[Any, Any, Any] | None = None
-
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        outer = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-        if self.saved is not None:
-            torch.set_rng_state(self.saved[0])
-            np.random.set_state(self.saved[1])
-            random.setstate(self.saved[2])
-        try:
-            yield
-        finally:
-            self.saved = (torch.get_rng_state(), np.random.get_state(), random.getstate())
-            torch.set_rng_state(outer[0])
-            np.random.set_state(outer[1])
-            random.setstate(outer[2])
-
-
 class GrowthEnv:
     def __init__(
         self,
@@ -110,7 +85,6 @@ class GrowthEnv:
         self.env_index = env_index
         self._splits = splits
         self._emit = emit
-        self._rng = _RngState()
         self.tracker = InteractionTracker()
         self.run: GrowthRun | None = None
         self.layout: ObservationLayout | None = None
@@ -173,10 +147,9 @@ class GrowthEnv:
             raise ValueError(f"GrowthEnv.reset seed: expected an int in [0, {SEED_MAX}], got {seed!r}")
         # The train config was validated with the EnvConfig; an episode changes only its seed and length.
         train_config = self.config.train.model_copy(update={"seed": seed, "epochs": self.config.episode_length})
-        self._rng = _RngState()
         self.tracker.reset()
         # enable_grad: callers (e.g. PPO's rollout loop) may step environments under no_grad.
-        with self._rng.active(), torch.enable_grad():
+        with torch.enable_grad():
             self.run = GrowthRun(train_config, emit=self._on_event, env=self.env_index, splits=self._splits)
             self._splits = self.run.splits
             self.layout = ObservationLayout(tuple(self.run.model.slot_ids()), tuple(self.run.blueprints))
@@ -200,7 +173,7 @@ class GrowthEnv:
         factored = as_factored(action)
         factored.validate(self.space)
         check_admitted(self._masks, factored)
-        with self._rng.active(), torch.enable_grad():
+        with torch.enable_grad():
             self.steps += 1
             self._decision_epoch = run.epoch  # events and info name the epoch the action followed
             if self.aborted:
@@ -241,12 +214,11 @@ class GrowthEnv:
                 blueprints=list(run.blueprints),
                 limits=run.limits,
                 seed=self.seed,
-                heuristic=HeuristicConfig(**run.config.heuristic),
+                heuristic=run.plan.heuristic,
             )
             self._expert_spec = spec
-        with self._rng.active():
-            # The growth step's decision, taken as every driver takes it (esper.training.growth_step).
-            decision = decide(self._expert, self._signals, run.model)
+        # The growth step's decision, taken as every driver takes it (esper.training.growth_step).
+        decision = decide(self._expert, self._signals, run.model)
         return encode_decision(decision, self.layout.slot_ids, self.layout.blueprints, self._masks)
 
     def _final_view(self) -> StateView:

@@ -48,7 +48,7 @@ from esper.growth_rl.rewards import RewardConfig
 from esper.hosts import build_host
 from esper.hosts.protocol import HostProtocol
 from esper.rl.distributions import ActionMasks
-from esper.tasks import TaskOptions, default_tasks
+from esper.tasks import DEFAULT_TASK, TaskOptions, default_tasks
 from esper.training.config import TrainConfig
 
 __all__ = ["GymGrowthEnv", "flat_action_mask"]
@@ -93,7 +93,7 @@ class GymGrowthEnv(gym.Env):
 
     def __init__(
         self,
-        task: str = "mnist1d",
+        task: str = DEFAULT_TASK,
         episode_length: int = 25,
         seed: int = 0,
         *,

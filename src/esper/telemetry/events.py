@@ -21,6 +21,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from esper.contracts.gates import GateLevel
@@ -125,6 +126,17 @@ class RunStarted(TelemetryEvent):
     versions: dict[str, str]
     slots: list[SlotName]
     host_params: NonNegativeInt
+    # The resolved run plan (esper.training.plan.RunPlan): the values the run used, where
+    # `config` holds what was asked for (None in a task default). Events before version 3 have none.
+    plan: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="after")
+    def _plan_from_version_3(self) -> RunStarted:
+        if self.version >= 3 and self.plan is None:
+            raise ValueError("plan: required from event version 3 on (the resolved run plan)")
+        if self.version < 3 and self.plan is not None:
+            raise ValueError(f"plan: not part of event version {self.version} (added in version 3)")
+        return self
 
 
 class EpochMetrics(TelemetryEvent):

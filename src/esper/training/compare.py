@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from esper.tasks import TaskOptions, default_tasks
+from esper.tasks import TaskOptions
 from esper.training.config import TrainConfig
+from esper.training.plan import lookup_task
 from esper.training.trainer import run_training
 from esper.training.widening import widened_overrides
 
@@ -67,7 +68,7 @@ def compare(
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     extra = extra or {}
-    the_task = default_tasks().get(task)
+    the_task = lookup_task(task)
     results = {v: VariantResult(v) for v in VARIANTS}
     for variant in ("static", "heuristic", "random"):
         for seed in seeds:

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 from esper.contracts.config import StrictConfig
 from esper.contracts.validation import describe_validation_error
 from esper.seeds.gates import GateConfig
+from esper.tasks.registry import DEFAULT_TASK
 
 SEED_MAX = 2**32 - 1
 TelemetryName = Literal["console", "jsonl", "tensorboard", "wandb"]
@@ -49,7 +50,7 @@ class GovernorConfig(StrictConfig):
 class TrainConfig(StrictConfig):
     """Everything a run depends on. Task defaults fill the fields left as None."""
 
-    task: str = "mnist1d"
+    task: str = DEFAULT_TASK
     controller: str = "heuristic"
     # numpy's legacy seeding accepts 0 <= seed < 2**32; one range for every RNG we seed.
     seed: int = Field(default=0, ge=0, le=SEED_MAX)

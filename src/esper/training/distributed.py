@@ -42,7 +42,7 @@ class DistributedPass:
             sharded_epoch_batches(
                 run.splits.train,
                 run.batch_size,
-                seed=run.config.seed,
+                seed=run.plan.seed,
                 epoch=run.epoch,
                 max_batches=run.max_batches,
                 device=run.device,

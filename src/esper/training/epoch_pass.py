@@ -60,7 +60,7 @@ class LocalPass:
             epoch_batches(
                 run.splits.train,
                 run.batch_size,
-                seed=run.config.seed,
+                seed=run.plan.seed,
                 epoch=run.epoch,
                 max_batches=run.max_batches,
                 device=run.device,
@@ -89,7 +89,7 @@ def train_pass(run: GrowthRun, how: EpochPass) -> tuple[float, float]:
         if how.stops_on_nonfinite_loss and not torch.isfinite(loss):
             return math.nan, math.nan
         proximal = record.penalty()
-        objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
+        objective = loss if proximal is None else loss + run.plan.training_proximal_weight * proximal
         objective.backward()
         if index == len(batches) - 1:
             # Under DDP this follows the gradient all-reduce: every rank measures the same ratios.

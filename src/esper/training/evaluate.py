@@ -21,8 +21,6 @@ import torch
 
 from esper.contracts.stages import SeedStage
 from esper.control.decision import TelemetryObserver
-from esper.control.heuristic import HeuristicConfig
-from esper.control.registry import build_controller
 from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.config import TrainConfig
@@ -65,13 +63,7 @@ def run_job(job: EvalJob) -> dict[str, Any]:
     source = (config.task, config.data_dir, config.text_file)
     run = GrowthRun(config, emit=emit, splits=_SPLITS.get(source))
     _SPLITS[source] = run.splits
-    controller = build_controller(
-        job.controller,
-        blueprints=run.blueprints,
-        limits=run.limits,
-        seed=job.seed,
-        heuristic=HeuristicConfig(**config.heuristic),
-    )
+    controller = run.make_controller()
     if isinstance(controller, TelemetryObserver):
         forward.append(controller.observe)
     end = run_epochs(run, controller)

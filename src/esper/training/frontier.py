@@ -38,8 +38,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
-from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
+from esper.tasks import DataSplits, Task, TaskOptions
 from esper.training.config import TrainConfig
+from esper.training.plan import lookup_task, resolve_plan
 from esper.training.run_io import load_run
 from esper.training.trainer import CHECKPOINT_NAME, run_training, versions
 from esper.training.widening import scaled_overrides
@@ -123,12 +124,12 @@ def load_splits(spec: FrontierSpec) -> DataSplits:
         data_dir=Path(spec.data_dir) if spec.data_dir else None,
         text_file=Path(spec.text_file) if spec.text_file else None,
     )
-    return default_tasks().get(spec.task).load_data(options)
+    return lookup_task(spec.task).load_data(options)
 
 
 def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
     """Every run, widest hosts first (the longest jobs start early, so the workers finish together)."""
-    task = default_tasks().get(spec.task)
+    task = lookup_task(spec.task)
     overrides = width_overrides(task, spec.widths)
     jobs = []
     for width in sorted(spec.widths, reverse=True):
@@ -172,7 +173,7 @@ def _worker_splits(job: FrontierJob) -> DataSplits:
         options = TaskOptions(
             data_dir=Path(data_dir) if data_dir else None, text_file=Path(text_file) if text_file else None
         )
-        _SPLITS[key] = default_tasks().get(job.task).load_data(options)
+        _SPLITS[key] = lookup_task(job.task).load_data(options)
     return _SPLITS[key]
 
 
@@ -194,12 +195,12 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         # each run starts in a fresh directory, never among an older run's files.
         shutil.rmtree(run_dir)
     summary = run_training(config, out_dir=run_dir)
-    task = default_tasks().get(job.task)
     splits = _worker_splits(job)
-    batch_size = config.batch_size or task.defaults.batch_size
-    max_batches = config.max_batches_per_epoch or task.defaults.max_batches_per_epoch
+    run_plan = resolve_plan(config).sized_for(splits.num_classes)
+    batch_size = run_plan.batch_size
+    max_batches = run_plan.max_batches_per_epoch
     batch = splits.train.tensors[0][:batch_size]
-    host = MorphogeneticModel(build_host(task.host_kind, {**task.host_config_for(splits), **job.host_overrides}))
+    host = MorphogeneticModel(build_host(run_plan.host.kind, dict(run_plan.host.config)))
     host_flops = forward_flops(host, batch) / len(batch)
     final_model = load_run(run_dir / CHECKPOINT_NAME).model
     final_flops = forward_flops(final_model, batch) / len(batch)
@@ -395,7 +396,7 @@ def machine_info(workers: int) -> dict[str, Any]:
 def build_document(
     spec: FrontierSpec, runs: list[dict[str, Any]], *, command: str, workers: int, wall_seconds: float
 ) -> dict[str, Any]:
-    task = default_tasks().get(spec.task)
+    task = lookup_task(spec.task)
     order = {name: i for i, name in enumerate((STATIC, *spec.controllers))}
     ordered = sorted(runs, key=lambda r: (r["width"], order[r["controller"]], r["seed"]))
     return {

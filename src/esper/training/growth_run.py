@@ -1,6 +1,6 @@
 """GrowthRun: one growing-model training run, steppable one epoch at a time.
 
-    run = GrowthRun(config)
+    run = GrowthRun(plan)            # a RunPlan (resolve_plan(config)) or a TrainConfig
     signals = run.train_epoch()        # train, validate, governor, growth step up to the signals
     outcome = run.apply(decision)      # the growth step's end: a controller's lifecycle action
 
@@ -11,13 +11,12 @@ step at a time. How an epoch trains (one process or DDP) is its `epoch_pass()`.
 
 from __future__ import annotations
 
+import functools
 import math
-import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-import numpy as np
 import torch
 
 from esper import distributed
@@ -25,23 +24,28 @@ from esper.checkpoints.run_state import check_run_fits, check_run_state
 from esper.contracts.actions import Op
 from esper.contracts.gates import GateResult
 from esper.contracts.stages import SeedStage, seed_runs_in_forward
-from esper.control.decision import Decision, EpochSignals
+from esper.control.decision import Controller, Decision, EpochSignals
 from esper.control.execute import Outcome, execute
 from esper.control.legality import GrowthLimits
+from esper.control.registry import build_controller
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
 from esper.seeds.slot import SeedSlot
-from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
+from esper.tasks import DataSplits, Task, TaskOptions
 from esper.telemetry import events as ev
 from esper.training.batches import Evaluation, eval_mode
 from esper.training.config import TrainConfig
 from esper.training.counterfactual import Counterfactuals
 from esper.training.epoch_pass import EpochPass, LocalPass, train_pass
+from esper.training.generators import RunGenerators
 from esper.training.governor import Governor
 from esper.training.growth_step import end_epoch, measure_contributions
 from esper.training.optimizers import OptimizerSet
+from esper.training.plan import RunPlan, lookup_task, resolve_plan
 
 Emit = Callable[[ev.TelemetryEvent], None]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class GovernorAbort(RuntimeError):
@@ -52,59 +56,76 @@ def _ignore(_event: ev.TelemetryEvent) -> None:
     return None
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def _run_stream(method: Callable[Concatenate[GrowthRun, P], R]) -> Callable[Concatenate[GrowthRun, P], R]:
+    """Run `method` with torch's default generator drawing the run's own stream.
+
+    Initial weights (a germinated seed's, a learned policy's network before its weights
+    load) and dropout come from torch code that takes no generator argument. Every
+    public step of the run (training, applying a decision, testing, building its
+    controller) lends it the run's generator, so the run draws what it drew when it
+    owned the process's generator, in the same order, and the caller's stream is
+    left alone.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: GrowthRun, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self.generators.torch_default():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class GrowthRun:
     def __init__(
         self,
-        config: TrainConfig,
+        plan: RunPlan | TrainConfig,
         *,
         emit: Emit | None = None,
         env: int | None = None,
         splits: DataSplits | None = None,
         model: MorphogeneticModel | None = None,
     ) -> None:
-        """`model` is given when resuming (rebuilt from a checkpoint); otherwise
-        the task's host is built fresh."""
-        self.config = config
+        """`plan` is the run's resolved plan (a TrainConfig is resolved here, once).
+
+        `model` is given when resuming (rebuilt from a checkpoint); otherwise
+        the plan's host is built fresh."""
+        if not isinstance(plan, RunPlan):
+            plan = resolve_plan(plan)
         self.env = env
         self._emit = emit or _ignore
-        self.task: Task = default_tasks().get(config.task)
-        defaults = self.task.defaults
-        self.epochs = config.epochs or defaults.epochs
-        self.batch_size = config.batch_size or defaults.batch_size
-        self.max_batches = config.max_batches_per_epoch or defaults.max_batches_per_epoch
-        self.device = torch.device(config.device)
-        torch.set_num_threads(config.threads)
-        seed_everything(config.seed)
-        self.splits = splits if splits is not None else self.task.load_data(self._task_options())
+        self.task: Task = lookup_task(plan.task)
+        self.epochs = plan.epochs
+        self.batch_size = plan.batch_size
+        self.max_batches = plan.max_batches_per_epoch
+        self.device = torch.device(plan.device)
+        torch.set_num_threads(plan.threads)
+        # Every draw of the run (initial weights, seeds' weights, dropout) comes from these.
+        self.generators = RunGenerators(plan.seed)
+        self.splits = splits if splits is not None else self.task.load_data(self._task_options(plan))
+        # The host's output size comes from the data: the plan is complete once the data is known.
+        self.plan = plan.sized_for(self.splits.num_classes)
         if model is None:
-            host_config = {**self.task.host_config_for(self.splits), **config.host_overrides}
-            model = MorphogeneticModel(build_host(self.task.host_kind, host_config), gates=config.gates)
+            with self.generators.torch_default():  # the initial weights
+                host = build_host(self.plan.host.kind, dict(self.plan.host.config))
+                model = MorphogeneticModel(host, gates=plan.gates)
         self.model = model.to(self.device)
-        self.blueprints = list(config.blueprints or self.task.default_blueprints)
+        self.blueprints = list(plan.blueprints)
         host_params = self.model.param_counts().host
-        ratio = (
-            config.seed_budget_ratio if config.seed_budget_ratio is not None else defaults.seed_budget_ratio
-        )
         self.limits = GrowthLimits(
-            max_seeds=config.max_seeds if config.max_seeds is not None else defaults.max_seeds,
-            max_added_params=int(ratio * host_params),
+            max_seeds=plan.max_seeds,
+            max_added_params=int(plan.seed_budget_ratio * host_params),
         )
+        optimizer = plan.optimizer
         self.optimizers = OptimizerSet(
             self.model,
-            kind=defaults.optimizer,
-            host_lr=config.host_lr or defaults.host_lr,
-            seed_lr=config.seed_lr or defaults.seed_lr,
-            momentum=defaults.momentum,
-            weight_decay=defaults.weight_decay,
-            grad_clip=config.grad_clip,
+            kind=optimizer.kind,
+            host_lr=optimizer.host_lr,
+            seed_lr=optimizer.seed_lr,
+            momentum=optimizer.momentum,
+            weight_decay=optimizer.weight_decay,
+            grad_clip=optimizer.grad_clip,
         )
-        self.governor = Governor(config.governor, num_classes=self.splits.num_classes)
+        self.governor = Governor(plan.governor, num_classes=self.splits.num_classes)
         # The governor always has something to restore: a loss that is non-finite in the very
         # first epoch rolls back to the initial weights (a resumed run loads its own snapshot).
         self.governor.take_snapshot(self.model, 0)
@@ -118,12 +139,12 @@ class GrowthRun:
             slot.stage_listeners.append(self._on_stage_change)
             slot.gate_listeners.append(self._on_gate)
 
-    def _task_options(self) -> TaskOptions:
-        c = self.config
+    @staticmethod
+    def _task_options(plan: RunPlan) -> TaskOptions:
         return TaskOptions(
-            data_dir=Path(c.data_dir) if c.data_dir else None,
-            text_file=Path(c.text_file) if c.text_file else None,
-            seed=c.seed,
+            data_dir=Path(plan.data_dir) if plan.data_dir else None,
+            text_file=Path(plan.text_file) if plan.text_file else None,
+            seed=plan.seed,
         )
 
     # --------------------------------------------------------------- telemetry
@@ -158,13 +179,15 @@ class GrowthRun:
             message=result.message,
         )
 
-    def started_event(self, controller: str, versions: dict[str, str]) -> None:
+    def started_event(self, controller: str, versions: dict[str, str], config: TrainConfig) -> None:
+        """`config` is what the user asked for; the plan, what the run uses."""
         self.emit(
             ev.RunStarted,
-            task=self.config.task,
+            task=self.plan.task,
             controller=controller,
-            seed=self.config.seed,
-            config=self.config.model_dump(mode="json"),
+            seed=self.plan.seed,
+            config=config.model_dump(mode="json"),
+            plan=self.plan.as_record(),
             versions=versions,
             slots=self.model.slot_ids(),
             host_params=self.model.param_counts().host,
@@ -191,6 +214,8 @@ class GrowthRun:
     def _train_pass(self) -> tuple[float, float]:
         return train_pass(self, self.epoch_pass())
 
+
+    @_run_stream
     def train_epoch(self) -> EpochSignals:
         """Train one epoch, validate, let the governor act, then the growth step up to the signals.
 
@@ -250,7 +275,7 @@ class GrowthRun:
         )
         if self.governor.exhausted:
             raise GovernorAbort(
-                f"stopped after {self.governor.rollbacks} rollbacks (limit {self.config.governor.max_rollbacks}); "
+                f"stopped after {self.governor.rollbacks} rollbacks (limit {self.plan.governor.max_rollbacks}); "
                 f"last reason: {reason}"
             )
 
@@ -289,6 +314,23 @@ class GrowthRun:
         )
 
     # ---------------------------------------------------------------- actions
+    @_run_stream
+    def make_controller(self) -> Controller:
+        """The controller the plan names, configured by the plan.
+
+        Built from the run's generator: a learned policy's network is constructed (its initial
+        weights drawn, then replaced by the saved ones) before its weights load, and those draws
+        have always been part of the run's stream.
+        """
+        return build_controller(
+            self.plan.controller,
+            blueprints=self.blueprints,
+            limits=self.limits,
+            seed=self.plan.seed,
+            heuristic=self.plan.heuristic,
+        )
+
+    @_run_stream
     def apply(self, decision: Decision, controller: str) -> Outcome:
         outcome = execute(self.model, decision, self.blueprints, self.limits)
         self.optimizers.sync_with_model()
@@ -311,6 +353,7 @@ class GrowthRun:
     def finished(self) -> bool:
         return self.epoch >= self.epochs
 
+    @_run_stream
     def test(self) -> tuple[float, float]:
         with eval_mode(self.model):
             result = self._evaluate(self.splits.test)
@@ -319,27 +362,12 @@ class GrowthRun:
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
         """Everything but the model (the checkpoint layer stores the model)."""
-        py_version, py_state, py_gauss = random.getstate()
-        np_legacy = np.random.get_state(legacy=True)
-        if not isinstance(np_legacy, tuple):  # only a non-MT19937 global generator gives a dict
-            raise RuntimeError("numpy's global random generator is not MT19937: its state cannot be saved")
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = np_legacy
         return {
             "epoch": self.epoch,
             "history": {k: list(v) for k, v in self.history.items()},
             "optimizers": self.optimizers.state_dict(),
             "governor": self.governor.state_dict(),
-            "rng": {
-                "python": [py_version, list(py_state), py_gauss],
-                "numpy": [
-                    np_name,
-                    torch.from_numpy(np_keys.astype(np.int64)),
-                    int(np_pos),
-                    int(np_has_gauss),
-                    float(np_gauss),
-                ],
-                "torch": torch.get_rng_state(),
-            },
+            "rng": self.generators.state_dict(),
         }
 
     def load_state_dict(self, state: object) -> None:
@@ -351,7 +379,7 @@ class GrowthRun:
         """
         # Idempotent on a freshly built run: the model's seeds already have their optimizers.
         self.optimizers.sync_with_model()
-        governor = self.config.governor
+        governor = self.plan.governor
         validated = check_run_state(
             state,
             epochs=self.epochs,
@@ -375,9 +403,4 @@ class GrowthRun:
         }
         self.optimizers.load_state_dict(validated.optimizers)
         self.governor.load_state_dict(validated.governor)
-        rng = validated.rng
-        py_version, py_state, py_gauss = rng.python
-        random.setstate((py_version, tuple(py_state), py_gauss))
-        np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng.numpy
-        np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-        torch.set_rng_state(rng.torch)
+        self.generators.load_state(validated.rng)

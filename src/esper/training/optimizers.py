@@ -13,9 +13,11 @@ from esper.model import MorphogeneticModel
 
 
 def _make(
-    kind: Literal["sgd", "adamw"], params: list[nn.Parameter], lr: float, momentum: float, weight_decay: float
+    kind: Literal["sgd", "adamw"], params: list[nn.Parameter], lr: float, momentum: float | None, weight_decay: float
 ) -> torch.optim.Optimizer:
     if kind == "sgd":
+        if momentum is None:
+            raise ValueError("optimizer momentum: expected a float for sgd, got None")
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
@@ -28,7 +30,7 @@ class OptimizerSet:
         kind: Literal["sgd", "adamw"],
         host_lr: float,
         seed_lr: float,
-        momentum: float,
+        momentum: float | None,
         weight_decay: float,
         grad_clip: float,
     ) -> None:

@@ -2,10 +2,12 @@
 
 `validate_run_inputs` is called by `esper train` before it prints anything
 and again by `run_training` itself, so both the command and the library
-refuse a bad run while the output directory is still untouched: config,
-task, controller (and the agent file a `policy:PATH` controller names),
-device, blueprint names, telemetry backends, the output directory, and for a
-resume the checkpoint and every setting that would contradict the saved run.
+refuse a bad run while the output directory is still untouched. It resolves
+the run's plan (`esper.training.plan`: the task, blueprint names, heuristic
+settings and host overrides are checked there) and checks the controller (and
+the agent file a `policy:PATH` controller names), device, telemetry backends,
+the output directory, and for a resume the checkpoint, every setting that
+would contradict the saved run, and the plan the run started with.
 Each problem is a `RunInputError` whose message is one line naming the input.
 
 `prepare_run_dir` is the only function here that changes the disk: it creates
@@ -27,8 +29,8 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from esper.contracts.validation import describe_validation_error
-from esper.tasks import Task, default_tasks
 from esper.training.config import TrainConfig
+from esper.training.plan import PlanError, RunPlan, resolve_plan
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, RUN_FILE_NAMES
 
 __all__ = [
@@ -52,12 +54,14 @@ class ResolvedInputs:
     """What a validated run will use.
 
     `config` is the run's config: for a resume, the saved one (with the new
-    total of epochs when the run is extended). `replaces` lists the old run's
+    total of epochs when the run is extended); `plan` is that config resolved
+    with its task's defaults, what the run will use. `replaces` lists the old run's
     files that `prepare_run_dir` removes (only with `overwrite`).
     `nothing_to_do` is True when a resumed run already trained every epoch asked for.
     """
 
     config: TrainConfig
+    plan: RunPlan
     out_dir: Path
     resume: Path | None
     replaces: tuple[Path, ...]
@@ -91,43 +95,17 @@ def _label(key: str, labels: Mapping[str, str] | None) -> str:
 
 
 # --------------------------------------------------------------------------- the config's inputs
-def _check_task(config: TrainConfig) -> Task:
+def _resolve(config: TrainConfig) -> RunPlan:
     try:
-        return default_tasks().get(config.task)
-    except ValueError as error:
-        raise RunInputError(f"--task: {error}") from None
+        return resolve_plan(config)
+    except PlanError as error:
+        raise RunInputError(str(error)) from None
 
 
-def _check_blueprints(config: TrainConfig, task: Task) -> list[str]:
-    from esper.blueprints import default_registry
-
-    names = list(config.blueprints) if config.blueprints is not None else list(task.default_blueprints)
-    if not names:
-        raise RunInputError("blueprints: expected a non-empty list of names, got []")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise RunInputError(f"blueprints: names given more than once: {', '.join(repeated)}")
-    available = default_registry().names(task.topology)
-    unknown = [name for name in names if name not in available]
-    if unknown:
-        raise RunInputError(
-            f"blueprints: unknown {task.topology} blueprint(s) {', '.join(map(repr, unknown))} for task "
-            f"{task.name!r}; available: {', '.join(available)}"
-        )
-    return names
-
-
-def _check_controller(config: TrainConfig, blueprints: list[str]) -> None:
-    from esper.control.heuristic import HeuristicConfig
+def _check_controller(plan: RunPlan) -> None:
     from esper.control.registry import CONTROLLER_NAMES, POLICY_PREFIX, check_policy_agent
 
-    spec = config.controller
-    if spec == "heuristic":
-        try:
-            HeuristicConfig(**config.heuristic)
-        except ValidationError as error:
-            raise RunInputError(f"heuristic: {describe_validation_error(HeuristicConfig, error)}") from None
-        return
+    spec = plan.controller
     if spec in CONTROLLER_NAMES:
         return
     if not spec.startswith(POLICY_PREFIX):
@@ -141,7 +119,7 @@ def _check_controller(config: TrainConfig, blueprints: list[str]) -> None:
     if not path.is_file():
         raise RunInputError(f"--controller {spec}: {path}: is a directory, expected an agent checkpoint (agent.pt)")
     try:
-        check_policy_agent(str(path), blueprints=blueprints)
+        check_policy_agent(str(path), blueprints=list(plan.blueprints))
     except ValueError as error:
         raise RunInputError(f"--controller {spec}: {error}") from None
 
@@ -174,14 +152,14 @@ def _check_data_paths(config: TrainConfig) -> None:
         raise RunInputError(f"--text-file {config.text_file}: {cause}")
 
 
-def _check_config(config: TrainConfig) -> Task:
-    task = _check_task(config)
-    blueprints = _check_blueprints(config, task)
-    _check_controller(config, blueprints)
+def _check_config(config: TrainConfig) -> RunPlan:
+    """The run's plan, once every input it names is known to be usable."""
+    plan = _resolve(config)
+    _check_controller(plan)
     _check_device(config)
     _check_telemetry(config)
     _check_data_paths(config)
-    return task
+    return plan
 
 
 # --------------------------------------------------------------------------- the output directory
@@ -308,7 +286,7 @@ def _resolve_resume(
             f"cannot resume {resume}: {details} (a resumed run keeps its settings; only --epochs may change, "
             "to extend it)"
         )
-    task_epochs = _check_task(saved).defaults.epochs
+    task_epochs = _resolve(saved).epochs
     saved_total = saved.epochs or task_epochs
     total = saved_total
     if "epochs" in config.model_fields_set:
@@ -320,6 +298,55 @@ def _resolve_resume(
             )
     resolved = saved if total == saved_total else saved.model_copy(update={"epochs": total})
     return resolved, trained, total, saved_total
+
+
+def _plan_differences(recorded: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(key, recorded value, current value) for each leaf of two plan records that differs."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        found: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(recorded) | set(current)):
+            found += _plan_differences(recorded.get(key, "(absent)"), current.get(key, "(absent)"), f"{prefix}{key}.")
+        return found
+    return [] if recorded == current else [(prefix.rstrip("."), recorded, current)]
+
+
+def _check_recorded_plan(plan: RunPlan, resume: Path) -> None:
+    """The plan the run started with (in its run_started event) must be the one its config resolves to now.
+
+    They differ when a task default changed since the run started (another esper version):
+    the resumed run would silently train with other values than the run it continues.
+    """
+    from esper.telemetry.events import RunStarted, parse_event
+
+    with open(resume.parent / EVENTS_NAME, "rb") as handle:
+        first = handle.readline()
+    try:
+        started = parse_event(first.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        # Every checkpoint commits the run_started line: a damaged one is refused, naming the file,
+        # by the check of events.jsonl against the checkpoint's commit record, before anything changes.
+        return
+    if not isinstance(started, RunStarted) or started.plan is None:  # (None: recorded before plans were)
+        return
+    recorded = dict(started.plan)
+    current = plan.as_record()
+    # The total of epochs may change (an extended run); the output size is filled in once the data loads.
+    recorded.pop("epochs", None)
+    current.pop("epochs", None)
+    host = recorded.get("host")
+    host_config = host.get("config") if isinstance(host, dict) else None
+    if isinstance(host, dict) and isinstance(host_config, dict) and plan.host.output_key not in plan.host.config:
+        recorded["host"] = {**host, "config": {k: v for k, v in host_config.items() if k != plan.host.output_key}}
+    differences = _plan_differences(recorded, current)
+    if differences:
+        details = "; ".join(
+            f"plan {key}: the run started with {_shown(theirs)}, its config now resolves to {_shown(mine)}"
+            for key, theirs, mine in differences
+        )
+        raise RunInputError(
+            f"cannot resume {resume}: {details} (a task default changed since the run started; resume it with "
+            "the esper version that started it, or set the value in its config and start a new run)"
+        )
 
 
 def validate_run_inputs(
@@ -343,21 +370,21 @@ def validate_run_inputs(
     """
     out_dir = Path(out_dir)
     if resume is None:
-        task = _check_config(config)
+        plan = _check_config(config)
         replaces = _check_fresh_out_dir(out_dir, overwrite)
-        total = config.epochs or task.defaults.epochs
-        return ResolvedInputs(config, out_dir, None, replaces, 0, total, False)
+        return ResolvedInputs(config, plan, out_dir, None, replaces, 0, plan.epochs, False)
     resume = Path(resume)
     if overwrite:
         raise RunInputError("--overwrite: a resumed run continues its own files; --overwrite is for a fresh run")
     _check_resume_path(resume)
     _check_resume_dir(resume, out_dir)
     resolved, trained, total, saved_total = _resolve_resume(config, resume, labels)
-    _check_config(resolved)
+    plan = _check_config(resolved)
+    _check_recorded_plan(plan, resume)
     # Nothing to do only when the run had ended and is not extended; a run stopped early whose
     # total is lowered to the epochs it trained still runs its ending (test numbers, run_finished).
     done = trained >= total and trained >= saved_total
-    return ResolvedInputs(resolved, resume.parent, resume, (), trained, total, done)
+    return ResolvedInputs(resolved, plan, resume.parent, resume, (), trained, total, done)
 
 
 def prepare_run_dir(inputs: ResolvedInputs) -> None:

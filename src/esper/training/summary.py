@@ -87,6 +87,9 @@ def summarize(events: Iterable[ev.TelemetryEvent]) -> dict[str, Any]:
         "config": started.config,
         "versions": started.versions,
     }
+    # What the run used (task defaults resolved); events written before plans were recorded have none.
+    if started.plan is not None:
+        summary["plan"] = started.plan
     if finished is not None:
         summary.update(finished.summary)
         summary["finish_reason"] = finished.reason

@@ -32,7 +32,6 @@ from esper.checkpoints.atomic import remove_stray_temps
 from esper.checkpoints.errors import CheckpointError
 from esper.contracts.committed_events import CommittedEvents
 from esper.control.decision import TelemetryObserver
-from esper.control.registry import build_controller
 from esper.telemetry import events as ev
 from esper.telemetry import strict_json
 from esper.telemetry.backends import JsonlBackend, build_backends
@@ -60,18 +59,6 @@ __all__ = [
 
 def versions() -> dict[str, str]:
     return {"esper": esper.__version__, "torch": torch.__version__, "python": platform.python_version()}
-
-
-def _controller_for(run: GrowthRun) -> Any:
-    from esper.control.heuristic import HeuristicConfig
-
-    return build_controller(
-        run.config.controller,
-        blueprints=run.blueprints,
-        limits=run.limits,
-        seed=run.config.seed,
-        heuristic=HeuristicConfig(**run.config.heuristic),
-    )
 
 
 def run_training(
@@ -125,15 +112,15 @@ def run_training(
             saved = load_run(resume)  # every rank reads the checkpoint: it must be readable on every node
             if events_log is not None:
                 _resume_outputs(saved.events, events_log, resume, out_dir)
-            run = GrowthRun(config, emit=emit, model=saved.model)
+            run = GrowthRun(inputs.plan, emit=emit, model=saved.model)
             run.load_state_dict(saved.run_state)
-            controller = attach(_controller_for(run))
+            controller = attach(run.make_controller())
             controller.load_state_dict(saved.controller)
             wall_before = saved.wall_seconds
         else:
-            run = GrowthRun(config, emit=emit)
-            controller = attach(_controller_for(run))
-            run.started_event(controller.name, versions())
+            run = GrowthRun(inputs.plan, emit=emit)
+            controller = attach(run.make_controller())
+            run.started_event(controller.name, versions(), config)
             wall_before = 0.0
         started = time.perf_counter()
 

@@ -49,6 +49,7 @@ class WandbBackend:
                     "host_params": event.host_params,
                     "versions": event.versions,
                     "config": event.config,
+                    "plan": event.plan,
                 }
             )
             return

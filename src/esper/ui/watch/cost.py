@@ -37,7 +37,7 @@ class LineCost:
 def synthetic_run(epochs: int) -> list[ev.TelemetryEvent]:
     events: list[ev.TelemetryEvent] = [
         ev.RunStarted(
-            epoch=0, task="mnist1d", controller="heuristic", seed=0, config={}, versions={}, slots=SLOT_IDS,
+            epoch=0, task="mnist1d", controller="heuristic", seed=0, config={}, plan={}, versions={}, slots=SLOT_IDS,
             host_params=19498,
         )
     ]
