@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from esper.cli import main as cli_main
+from esper.growth_rl import environment, training
 from esper.growth_rl.agent_io import AgentMismatchError, load_agent
 from esper.growth_rl.environment import ENV_OWNED_KEYS
 from esper.growth_rl.training import RUN_OWNED_TRAIN_KEYS, PPORunConfig, check_resume, config_error_message
-from esper.rl import environment, training
 from esper.training.config import TrainConfig
 from esper.training.growth_run import GrowthRun
 

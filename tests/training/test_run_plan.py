@@ -105,7 +105,7 @@ def test_lookup_task_is_the_one_check_of_a_task_name() -> None:
 
 def test_the_run_records_its_plan_in_run_started_and_summary(tmp_path: Path) -> None:
     config = TrainConfig(controller="static", epochs=1, max_batches_per_epoch=1, host_lr=0.02)
-    summary = run_training(config, out_dir=tmp_path / "run", render=False)
+    summary = run_training(config, out_dir=tmp_path / "run")
     started = next(iter(read_events(tmp_path / "run" / "events.jsonl")))
     assert started.type == "run_started"
     assert started.config["host_lr"] == 0.02 and started.config["seed_lr"] is None
@@ -157,7 +157,7 @@ def test_esper_ppo_refuses_a_bad_train_table_at_once(tmp_path: Path) -> None:
     result = _esper(tmp_path, "ppo", "--config", "bad.toml", "--out", "agent")
     assert result.returncode == 2
     assert _one_line(result.stderr).startswith(
-        "esper ppo: bad.toml: train.heuristic: germinate_thresold: unknown key"
+        "esper ppo: bad.toml: train.heuristic.germinate_thresold: unknown key"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
@@ -174,7 +174,7 @@ def test_evaluate_and_frontier_refuse_an_unknown_task_at_once(tmp_path: Path, co
 def test_a_resume_checks_the_recorded_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
     run_training(
-        TrainConfig(controller="static", epochs=2, max_batches_per_epoch=1), out_dir=run_dir, render=False,
+        TrainConfig(controller="static", epochs=2, max_batches_per_epoch=1), out_dir=run_dir,
         stop_after=1,
     )
     checkpoint = run_dir / "checkpoint.pt"
