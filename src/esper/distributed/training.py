@@ -41,9 +41,11 @@ def train_pass(run: GrowthRun, module: TrainingModule) -> tuple[float, float]:
             device=run.device,
         )
     )
+    # The structure only changes between epochs: look the wrapper up once per pass, not per step.
+    wrapped = module.current()
     for index, (xb, yb) in enumerate(batches):
         run.optimizers.zero_grad()
-        loss, batch_correct = loss_and_correct(module.current()(xb), yb)
+        loss, batch_correct = loss_and_correct(wrapped(xb), yb)
         proximal = run.model.proximal_penalty()
         objective = loss if proximal is None else loss + run.config.training_proximal_weight * proximal
         objective.backward()
