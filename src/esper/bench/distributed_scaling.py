@@ -18,8 +18,9 @@ processes, interleaved round by round so drifting load hits all of them alike.
   other way to use 2 cores). The fair baseline for "does a second rank pay" is 1 process with the
   threads of one rank (one); this one says whether a second rank beats a second thread.
 - ddp_ppo_speedup (and _vs_2_threads, _end_to_end): the same `esper ppo` run (mnist1d-blind,
-  4 environments in the ranks' own processes, 2 rounds) on 1 process / 2 processes (2
-  environments each); times are the sum of the rounds' wall_seconds in the agent.
+  4 environments in the ranks' own processes, 2 rounds of 4-epoch episodes, 30 batches of 64 per
+  epoch) on 1 process / 2 processes (2 environments each); times are the sum of the rounds'
+  wall_seconds in the agent.
 - parallel_ceiling: the machine's own limit on any 2-process speedup: a fixed number of
   forward+backward steps of the training workload's host, in 1 process vs split over 2
   independent processes that never communicate. If this is below the goal, no distributed code
@@ -65,7 +66,7 @@ _TIMEOUT_S = 900
 _WIDE_HOST = [128, 256, 256]
 _WIDE_BATCH = 512
 # Forward+backward steps of the ceiling measurement, split over the processes.
-PARALLEL_WORK = 8
+PARALLEL_WORK = 6
 
 
 def _load() -> str:
@@ -142,7 +143,7 @@ rounds = 0
 
 
 def _ppo_config(tiny: bool, threads: int) -> str:
-    return PPO_BENCH_CONFIG.format(length=2 if tiny else 4, batches=1 if tiny else 40, threads=threads)
+    return PPO_BENCH_CONFIG.format(length=2 if tiny else 4, batches=1 if tiny else 30, threads=threads)
 
 
 class _Times:
@@ -222,7 +223,7 @@ def _ppo_scaling(settings: BenchSettings) -> dict[str, dict[str, Any]]:
                 history = load_agent(out / "agent.pt").meta.history
                 times.add(launch, sum(float(h["wall_seconds"]) for h in history) * 1000.0, whole)
     case = "mnist1d-blind-4-envs"
-    work = "4 envs, 2 rounds" + ("" if settings.tiny else " of 4 epochs of 40 batches")
+    work = "4 envs, 2 rounds" + ("" if settings.tiny else " of 4 epochs of 30 batches")
     return times.metrics("ddp_ppo", case, work, "wall time of the esper ppo rounds (torchrun, decentralised PPO)")
 
 

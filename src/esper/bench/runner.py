@@ -65,7 +65,11 @@ SUITES: tuple[Suite, ...] = (
     Suite("checkpoint", checkpoint_cost, "esper.save_model / load_model vs torch.save / torch.load"),
     Suite("fused_counterfactual", fused_counterfactual_speedup, "fused_forward vs K forwards"),
     Suite("rl_throughput", rl_throughput, "K vectorised growth environments vs K separate runs"),
-    Suite("distributed", distributed_scaling, "esper train on 2 processes vs 1 (torchrun); useful share of PPO"),
+    Suite(
+        "distributed",
+        distributed_scaling,
+        "esper train and ppo on 2 processes vs 1 (torchrun), the machine's 2-process ceiling, useful share of PPO",
+    ),
 )
 
 # Many short rounds: a per-round ratio median needs many rounds to be precise.
