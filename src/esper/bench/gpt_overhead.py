@@ -35,7 +35,7 @@ from esper.bench.timing import BenchError, BenchSettings, PairTiming, summarise,
 from esper.blueprints.transformer import AttentionSeed, LoraSeed, MlpSeed
 from esper.blueprints.zero_init import ScaledNormSeed
 from esper.hosts import build_host
-from esper.hosts.transformer import GPTHost
+from esper.hosts.transformer import GPTHost, GPTHostConfig
 from esper.model import MorphogeneticModel
 from esper.seeds.gates import GateConfig
 from esper.tasks.text import text_task
@@ -131,6 +131,8 @@ class StaticGrownGPT(nn.Module):
         self.blocks = own.segments
         self.final_norm = own.final_norm
         self.lm_head = own.lm_head.weight
+        if not isinstance(host.cfg, GPTHostConfig):
+            raise ValueError(f"StaticGrownGPT: expected a GPT host config, got {type(host.cfg).__name__}")
         self.n_heads = host.cfg.n_heads
         self.kinds: list[str] = []
         self.seed_params = nn.ParameterList()
