@@ -29,7 +29,14 @@ from esper.bench.timing import BenchSettings, PairTiming, TimingPlan, summarise,
 from esper.cli import bench_cmd
 from esper.cli import main as cli_main
 
-GOAL_METRICS = ("dormant_overhead", "fossilized_overhead", "checkpoint_save_ratio", "checkpoint_load_ratio")
+GOAL_METRICS = (
+    "dormant_overhead",
+    "fossilized_overhead",
+    "gpt_dormant_overhead",
+    "gpt_fossilized_overhead",
+    "checkpoint_save_ratio",
+    "checkpoint_load_ratio",
+)
 ALL_METRICS = (
     *GOAL_METRICS,
     "checkpoint_save_vs_atomic_ratio",
@@ -39,7 +46,14 @@ ALL_METRICS = (
     "fused_counterfactual_speedup",
 )
 # The RL throughput suite has its own shape test (tests/rl_env/test_cli.py).
-MODEL_SUITES = ("dormant_overhead", "fossilized_overhead", "checkpoint", "fused_counterfactual")
+MODEL_SUITES = (
+    "dormant_overhead",
+    "fossilized_overhead",
+    "gpt_dormant_overhead",
+    "gpt_fossilized_overhead",
+    "checkpoint",
+    "fused_counterfactual",
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -116,6 +130,8 @@ def test_every_metric_is_a_positive_finite_number(full_run: tuple[dict[str, Any]
     # The cases the brief names are all measured.
     assert set(metrics["dormant_overhead"]["cases"]) == {"cnn1d", "cnn2d"}
     assert set(metrics["fossilized_overhead"]["cases"]) == {"cnn1d", "cnn2d"}
+    assert set(metrics["gpt_dormant_overhead"]["cases"]) == {"gpt", "gpt_forward"}
+    assert set(metrics["gpt_fossilized_overhead"]["cases"]) == {"gpt", "gpt_forward"}
     assert metrics["checkpoint_save_ratio"]["cases"]["cnn2d_wide"]["clock"] == "wall"
 
 

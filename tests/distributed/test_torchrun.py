@@ -184,6 +184,9 @@ def test_distributed_ppo_rank_zero_writes_everything(tmp_path: Path) -> None:
     # Each rank ran one of the two environments; rank 0 wrote both environments' events.
     assert {e["env"] for e in events if e["type"] == "reward_computed"} == {0, 1}
     assert sum(e["type"] == "ppo_update" for e in events) == 2
+    # The imitation summary counts both ranks' expert episodes, not rank 0's alone.
+    imitation = [e for e in events if e["type"] == "imitation_update"]
+    assert imitation and all(e["metrics"]["episodes"] == 2.0 for e in imitation)
     # The environments' host models are each rank's own runs, not one DDP job across the ranks.
     curves = {
         env: [e["val_accuracy"] for e in events if e["type"] == "epoch_metrics" and e["env"] == env] for env in (0, 1)

@@ -34,12 +34,15 @@ __all__ = [
     "FOSSILIZED_GOAL",
     "HostCase",
     "StaticGrownCNN",
+    "check_equal",
     "dormant_overhead",
     "fossilize_all",
     "fused_counterfactual_speedup",
     "grow_to_blending",
     "host_cases",
+    "perturb_seeds",
     "require_passed",
+    "train_step",
 ]
 
 DORMANT_GOAL = 1.02
@@ -144,7 +147,7 @@ def fossilize_all(model: MorphogeneticModel, slot_ids: Sequence[str]) -> None:
         require_passed(model.fossilize(sid), sid, "fossilize")
 
 
-def _perturb_seeds(model: MorphogeneticModel) -> None:
+def perturb_seeds(model: MorphogeneticModel) -> None:
     """Residual seeds are the identity at birth; make them compute something."""
     generator = torch.Generator().manual_seed(_DATA_SEED + 1)
     with torch.no_grad():
@@ -177,12 +180,12 @@ class StaticGrownCNN(nn.Module):
         return self.classifier(self.dropout(torch.flatten(h, 2).mean(dim=2)))
 
 
-def _train_step(module: nn.Module, x: Tensor) -> None:
+def train_step(module: nn.Module, x: Tensor) -> None:
     module(x).sum().backward()
     module.zero_grad(set_to_none=True)
 
 
-def _check_equal(ours: nn.Module, plain: nn.Module, x: Tensor, what: str) -> None:
+def check_equal(ours: nn.Module, plain: nn.Module, x: Tensor, what: str) -> None:
     with torch.no_grad():
         a, b = ours(x), plain(x)
     if not torch.equal(a, b):
@@ -198,8 +201,8 @@ def dormant_overhead(settings: BenchSettings) -> dict[str, Any]:
         host = case.build_host()
         model = MorphogeneticModel(host).train()
         x = case.input()
-        _check_equal(model, host, x, f"dormant_overhead/{case.name}")
-        timing = time_pair(partial(_train_step, model, x), partial(_train_step, host, x), settings.plan)
+        check_equal(model, host, x, f"dormant_overhead/{case.name}")
+        timing = time_pair(partial(train_step, model, x), partial(train_step, host, x), settings.plan)
         cases[case.name] = (case.description + ", forward+backward", timing)
     definition = "ours / plain: MorphogeneticModel (all slots DORMANT) vs host(x), same weights"
     return {"dormant_overhead": summarise(cases, kind="ratio", goal=DORMANT_GOAL, definition=definition)}
@@ -214,12 +217,12 @@ def fossilized_overhead(settings: BenchSettings) -> dict[str, Any]:
         slot_ids = model.slot_ids()
         grow_to_blending(model, slot_ids, "conv_light")
         fossilize_all(model, slot_ids)
-        _perturb_seeds(model)
+        perturb_seeds(model)
         seeds = [model.slot(sid).seed for sid in slot_ids]
         static = StaticGrownCNN(host, seeds).train()  # type: ignore[arg-type]  # every slot holds a fossilized seed
         x = case.input()
-        _check_equal(model, static, x, f"fossilized_overhead/{case.name}")
-        timing = time_pair(partial(_train_step, model, x), partial(_train_step, static, x), settings.plan)
+        check_equal(model, static, x, f"fossilized_overhead/{case.name}")
+        timing = time_pair(partial(train_step, model, x), partial(train_step, static, x), settings.plan)
         description = f"{case.description}, conv_light fossilized in every slot, forward+backward"
         cases[case.name] = (description, timing)
     definition = "ours / plain: MorphogeneticModel (every seed FOSSILIZED) vs hand-written static module"
@@ -259,7 +262,7 @@ def fused_counterfactual_speedup(settings: BenchSettings) -> dict[str, Any]:
         for sid in (slot_a, slot_b):
             if model.slot(sid).stage != SeedStage.BLENDING or not 0 < model.slot(sid).alpha.alpha < 1:
                 raise BenchError(f"benchmark setup: slot {sid} is not mid-blend")
-        _perturb_seeds(model)
+        perturb_seeds(model)
         model.eval()
         x = case.input()
         alphas = _counterfactual_settings(slot_a, slot_b)

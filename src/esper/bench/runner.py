@@ -25,6 +25,7 @@ from rich.table import Table
 import esper
 from esper.bench.checkpoint_cost import checkpoint_cost
 from esper.bench.distributed_scaling import distributed_scaling
+from esper.bench.gpt_overhead import gpt_dormant_overhead, gpt_fossilized_overhead
 from esper.bench.machine import describe_machine
 from esper.bench.model_overhead import dormant_overhead, fossilized_overhead, fused_counterfactual_speedup
 from esper.bench.rl_throughput import rl_throughput
@@ -55,10 +56,20 @@ class Suite:
 SUITES: tuple[Suite, ...] = (
     Suite("dormant_overhead", dormant_overhead, "all slots DORMANT vs the bare host, forward+backward"),
     Suite("fossilized_overhead", fossilized_overhead, "fossilized seeds vs a hand-written static module"),
+    Suite("gpt_dormant_overhead", gpt_dormant_overhead, "GPT host: all slots DORMANT vs the bare host"),
+    Suite(
+        "gpt_fossilized_overhead",
+        gpt_fossilized_overhead,
+        "GPT host: fossilized lora/attention/mlp_small/norm vs a hand-written static module",
+    ),
     Suite("checkpoint", checkpoint_cost, "esper.save_model / load_model vs torch.save / torch.load"),
     Suite("fused_counterfactual", fused_counterfactual_speedup, "fused_forward vs K forwards"),
     Suite("rl_throughput", rl_throughput, "K vectorised growth environments vs K separate runs"),
-    Suite("distributed", distributed_scaling, "esper train on 2 processes vs 1 (torchrun); useful share of PPO"),
+    Suite(
+        "distributed",
+        distributed_scaling,
+        "esper train and ppo on 2 processes vs 1 (torchrun), the machine's 2-process ceiling, useful share of PPO",
+    ),
 )
 
 # Many short rounds: a per-round ratio median needs many rounds to be precise.

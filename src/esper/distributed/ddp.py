@@ -42,10 +42,16 @@ class TrainingModule:
             return self.model
         signature = (*_signature(self.model), ("idle", 0, self._has_idle_parameters()))
         if self._wrapper is None or signature != self._signature:
+            # broadcast_buffers=False: DDP would otherwise broadcast rank 0's buffers before every
+            # training forward (one more collective per step). Training forwards never read the
+            # running statistics, and rank 0's own buffers evolve the same either way, so sending
+            # them once, now and after each pass (`broadcast_buffers`), gives the same model.
             self._wrapper = DistributedDataParallel(
                 self.model,
                 find_unused_parameters=signature[-1][2],
+                broadcast_buffers=False,
             )
+            broadcast_buffers(self.model)
             self._signature = signature
             self.rebuilds += 1
         return self._wrapper

@@ -31,6 +31,8 @@ from pydantic import Field, field_validator
 from esper import distributed
 from esper.contracts.actions import HEAD_INDEX, Op
 from esper.contracts.config import StrictConfig
+from esper.distributed.collectives import all_reduce_sums
+from esper.growth_rl import ppo_run as dppo_run
 from esper.growth_rl.vector_env import VectorGrowthEnv
 from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
@@ -136,7 +138,8 @@ def behaviour_clone(
                     sums["expert_prob"] += prob.mean().item()
                     decision_prob += prob[decided].sum().item()
                     decisions += int(decided.sum())
-        metrics = {key: total / batches for key, total in sums.items()}
+        metrics = dppo_run.global_means({key: total / batches for key, total in sums.items()})
+        decision_prob, decisions = all_reduce_sums([decision_prob, decisions])  # every rank's decisions
         # Mean probability the policy gives the expert's non-WAIT actions (NaN if the expert never acted).
         metrics["decision_prob"] = decision_prob / decisions if decisions else float("nan")
         if emit is not None:

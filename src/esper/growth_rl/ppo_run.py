@@ -1,16 +1,22 @@
 """The PPO run loop's distributed parts: each rank's share of the environments, its action
-sampler, and the round's returns and episodes gathered for rank 0's report."""
+sampler, and the round's statistics made global for rank 0's report (episode returns and
+infos gathered; the update's losses, explained variance and the action mix reduced over the
+ranks). On one process every function here returns its input unchanged."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
+from torch import Tensor
 
+from esper.distributed.collectives import all_reduce_sums, all_reduce_tensor_sum
 from esper.distributed.group import active, rank, world_size
+
+_RANK_LOCAL_UPDATE_METRICS = ("policy_loss", "value_loss", "entropy")
 
 
 class _PPOSettings(Protocol):
@@ -71,6 +77,55 @@ def gather_round(returns: list[float], episodes: list[dict[str, Any]]) -> tuple[
     all_returns = [r for box in boxes for r in box[0]]
     all_episodes = [e for box in boxes for e in box[1]]
     return all_returns, all_episodes
+
+
+def global_means(metrics: dict[str, float], keys: Sequence[str] | None = None) -> dict[str, float]:
+    """`metrics` with each of `keys` (all by default) averaged over the ranks, in one all-reduce.
+
+    For per-sample means (losses, entropy, expert probability): every rank holds an equal share
+    of the samples and takes the same number of minibatch steps, so the mean of the ranks'
+    means is the mean over all samples.
+    """
+    if not active():
+        return metrics
+    chosen = list(metrics) if keys is None else list(keys)
+    sums = all_reduce_sums([metrics[key] for key in chosen])
+    return {**metrics, **{key: total / world_size() for key, total in zip(chosen, sums, strict=True)}}
+
+
+def explained_variance_sums(predicted: Tensor, target: Tensor) -> float:
+    """1 - Var(target - predicted) / Var(target) over every rank's samples (NaN when the
+    target has no variance), from summed moments in float64. One process: `explained_variance`."""
+    from esper.rl.ppo import explained_variance
+
+    if not active():
+        return explained_variance(predicted, target)
+    t = target.detach().double().flatten()
+    d = (target - predicted).detach().double().flatten()
+    t_sum, t_sq, d_sum, d_sq, count = all_reduce_sums(
+        [float(t.sum()), float((t * t).sum()), float(d.sum()), float((d * d).sum()), t.numel()]
+    )
+    target_var = t_sq / count - (t_sum / count) ** 2
+    if target_var <= 0.0:
+        return float("nan")
+    return 1.0 - (d_sq / count - (d_sum / count) ** 2) / target_var
+
+
+def global_update_metrics(metrics: dict[str, float], values: Tensor, returns: Tensor) -> dict[str, float]:
+    """A PPO update's reported metrics over all ranks' rollouts (see `global_means`); the
+    explained variance is recomputed from every rank's values and returns."""
+    if not active():
+        return metrics
+    # approx_kl and clip_fraction are global already (the KL early stop reads them), and the
+    # gradient norm is taken after the gradients were averaged: identical on every rank.
+    merged = global_means(metrics, _RANK_LOCAL_UPDATE_METRICS)
+    merged["explained_variance"] = explained_variance_sums(values, returns)
+    return merged
+
+
+def global_counts(counts: Tensor) -> Tensor:
+    """Counts (e.g. of the actions taken) summed over the ranks."""
+    return all_reduce_tensor_sum(counts)
 
 
 class EventRelay:

@@ -199,7 +199,7 @@ def _round_stats(
     wall: float,
 ) -> RoundStats:
     ops = buffer.actions[..., HEAD_INDEX["op"]].flatten()
-    counts = torch.bincount(ops, minlength=len(Op)).double()
+    counts = dppo_run.global_counts(torch.bincount(ops, minlength=len(Op)).double())
     mix = {op.name: float(counts[op] / counts.sum()) for op in Op}
     return RoundStats(
         round=round_index,
@@ -260,6 +260,7 @@ def _imitate(trainer: PPOTrainer, vec: VectorGrowthEnv, config: PPORunConfig, hu
     """Demonstrations by the expert, then behaviour cloning; returns a summary for the caller."""
     started = time.perf_counter()
     buffers, episodes = collect_demonstrations(trainer, vec, config.imitation, config.episode_length)
+    _, episodes = dppo_run.gather_round([], episodes)
     expert = {
         "episodes": float(len(episodes)),
         "expert_mean_return": _mean([float(e["episode_return"]) for e in episodes]),
@@ -332,7 +333,9 @@ def train_ppo(
             rank_sampler = dppo_run.sampler_for_round(sampler, config.seed, round_index)
             carry, returns = trainer.collect_rollout(vec, buffer, carry, generator=rank_sampler)
             episodes = vec.drain_completed()
-            metrics = trainer.update(buffer, round_index)
+            metrics = dppo_run.global_update_metrics(
+                trainer.update(buffer, round_index), buffer.values, buffer.returns
+            )
             returns, episodes = dppo_run.gather_round(returns, episodes)
             relay.flush()
             stats = _round_stats(round_index, returns, episodes, metrics, buffer, time.perf_counter() - started)

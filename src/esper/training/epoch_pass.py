@@ -82,10 +82,12 @@ def train_pass(run: GrowthRun, how: EpochPass) -> tuple[float, float]:
     run.model.train()
     total_loss, correct, items = 0.0, 0, 0
     batches = how.batches(run)
+    # The structure only changes between epochs: the forward (under DDP, the wrapper) is looked up once a pass.
+    forward = how.forward(run)
     for index, (xb, yb) in enumerate(batches):
         run.optimizers.zero_grad()
         with run.model.recording_proximal() as record:
-            loss, batch_correct = loss_and_correct(how.forward(run)(xb), yb)
+            loss, batch_correct = loss_and_correct(forward(xb), yb)
         if how.stops_on_nonfinite_loss and not torch.isfinite(loss):
             return math.nan, math.nan
         proximal = record.penalty()
