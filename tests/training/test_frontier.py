@@ -141,6 +141,10 @@ def test_text_frontier_reports_bits_per_character(tmp_path: Path) -> None:
         (["--task", "text", "--widths", "0.5", "--static-widths", "0.52"],
          "--widths: 0.5 and 0.52 give the same text host"),
         (["--growth-config", "missing.toml"], "config file missing.toml does not exist"),
+        (["--variant", "rotate"], "--variant: expected LABEL=FILE, got 'rotate'"),
+        (["--variant", "a b=x.toml"], "--variant: label 'a b' must be letters"),
+        (["--variant", "random=x.toml"], "--variant: label 'random' is already a controller"),
+        (["--variant", "v=missing.toml"], "config file missing.toml does not exist"),
     ],
 )
 def test_bad_arguments_fail_in_one_line_before_touching_disk(
@@ -305,27 +309,36 @@ def test_a_bad_growth_config_fails_in_one_line_before_touching_disk(
 
 
 @pytest.mark.slow
-def test_static_widths_and_growth_config_as_typed(tmp_path: Path) -> None:
-    """Static-only widths join the frontier; the growth config reaches the growth runs only."""
+def test_static_widths_growth_config_variants_and_keep_finished_as_typed(tmp_path: Path) -> None:
+    """Static-only widths join the frontier; the growth config reaches the growth runs only; a
+    variant is one more group of heuristic runs; --keep-finished keeps completed runs."""
     config = tmp_path / "rotate.toml"
     config.write_text(
         'blueprints = ["conv_light", "norm"]\nmax_seeds = 2\n'
         "[heuristic]\nrotate_blueprints = true\nmax_live_experiments = 2\nmin_epochs_left_to_germinate = 0\n",
         encoding="utf-8",
     )
+    variant = tmp_path / "light.toml"
+    variant.write_text('blueprints = ["conv_light"]\nmax_seeds = 1\n', encoding="utf-8")
     out = tmp_path / "frontier"
     command = [
         sys.executable, "-m", "esper", "frontier", "--task", "mnist1d", "--widths", "0.5", "--static-widths", "0.25",
         "--seeds", "1", "--epochs", "4", "--max-batches-per-epoch", "2", "--workers", "2",
-        "--growth-config", str(config), "--out", str(out),
+        "--growth-config", str(config), "--variant", f"light={variant}", "--out", str(out),
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "compute.png" in done.stdout
     document = json.loads((out / "frontier.json").read_text())
     assert [(r["width"], r["controller"]) for r in document["runs"]] == [
-        (0.25, "static"), (0.5, "static"), (0.5, "heuristic")
+        (0.25, "static"), (0.5, "static"), (0.5, "heuristic"), (0.5, "light")
     ]
+    # The variant: the heuristic with the growth config, then the variant's own settings over it.
+    light_config = json.loads((out / "runs" / "w0.5-light-s0" / "summary.json").read_text())["config"]
+    assert light_config["controller"] == "heuristic" and light_config["blueprints"] == ["conv_light"]
+    assert light_config["max_seeds"] == 1 and light_config["heuristic"]["rotate_blueprints"] is True
+    assert [b.split(":")[1] for b in document["runs"][3]["seed_blueprints"]] == ["conv_light"]
+    assert f"--variant light={variant}" in document["command"]
     assert "--static-widths 0.25" in document["command"] and f"--growth-config {config}" in document["command"]
     assert document["spec"]["static_widths"] == [0.25]
     grown = document["runs"][2]
@@ -339,6 +352,34 @@ def test_static_widths_and_growth_config_as_typed(tmp_path: Path) -> None:
     assert grown["training_flops"] > grown["host_training_flops"]
     assert document["groups"][2]["training_flops_mean"] == grown["training_flops"]
     assert (out / "compute.png").read_bytes()[:4] == b"\x89PNG"
+    # Again with --keep-finished: nothing is trained again, the same runs are reported.
+    checkpoints = {path: path.stat().st_mtime_ns for path in out.glob("runs/*/checkpoint.pt")}
+    again = subprocess.run([*command, "--keep-finished"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert {path: path.stat().st_mtime_ns for path in out.glob("runs/*/checkpoint.pt")} == checkpoints
+    kept = json.loads((out / "frontier.json").read_text())
+    assert [r["wall_seconds"] for r in kept["runs"]] == [r["wall_seconds"] for r in document["runs"]]
+    assert kept["command"].endswith("--keep-finished")
+
+
+def test_a_finished_run_is_kept_only_with_the_same_configuration(tmp_path: Path) -> None:
+    from esper.training.config import TrainConfig
+    from esper.training.frontier import finished_summary
+
+    config = TrainConfig(task="mnist1d", controller="static", seed=3)
+    run = tmp_path / "run"
+    assert finished_summary(run, config, 2) is None  # nothing there
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"")
+    summary = {"finish_reason": "completed", "config": config.model_dump(mode="json"), "epochs": 2}
+    (run / "summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    assert finished_summary(run, config, 2) == summary
+    assert finished_summary(run, config, 3) is None  # a different length
+    assert finished_summary(run, TrainConfig(task="mnist1d", controller="static", seed=4), 2) is None
+    (run / "summary.json").write_text(json.dumps({**summary, "finish_reason": "interrupted"}), encoding="utf-8")
+    assert finished_summary(run, config, 2) is None
+    (run / "summary.json").write_text("{not json", encoding="utf-8")
+    assert finished_summary(run, config, 2) is None
 
 
 def test_seed_epochs_in_the_forward_pass_come_from_the_events() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -55,6 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--growth-config", type=Path, help="TOML or JSON file of settings for the growth runs only: a "
         "[heuristic] table, blueprints, max_seeds, seed_budget_ratio"
+    )
+    parser.add_argument(
+        "--variant", action="append", default=[], metavar="LABEL=FILE", help="an extra growth group: the "
+        "heuristic with FILE's settings (as --growth-config), its runs labelled LABEL; repeatable"
+    )
+    parser.add_argument(
+        "--keep-finished", action="store_true", help="in an existing --out, keep every run whose directory "
+        "holds a completed run of the same configuration instead of training it again"
     )
     parser.add_argument("--epochs", type=int, help="epochs per run (default: the task's)")
     parser.add_argument("--workers", type=int, help="parallel worker processes (default: the CPU count)")
@@ -139,8 +148,36 @@ def _out_error(out: Path, overwrite: bool) -> str | None:
     if out.exists() and not out.is_dir():
         return f"--out {out}: exists and is not a directory"
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        return f"--out {out}: directory exists and is not empty; pass --overwrite to replace its frontier"
+        return (
+            f"--out {out}: directory exists and is not empty; pass --overwrite to replace its frontier "
+            "(or --keep-finished to keep its completed runs)"
+        )
     return None
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _parse_variants(items: list[str], controllers: list[str]) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """--variant LABEL=FILE items: label -> checked growth settings."""
+    from esper.control.registry import CONTROLLER_NAMES
+    from esper.training.config import read_config_file
+    from esper.training.frontier import check_growth_config
+
+    variants: dict[str, dict[str, Any]] = {}
+    for item in items:
+        label, sep, file = item.partition("=")
+        if not sep or not file:
+            return {}, f"--variant: expected LABEL=FILE, got {item!r}"
+        if not _LABEL.fullmatch(label):
+            return {}, f"--variant: label {label!r} must be letters, digits, '_', '.' or '-'"
+        if label in CONTROLLER_NAMES or label in controllers or label in variants:
+            return {}, f"--variant: label {label!r} is already a controller or another variant's label"
+        try:
+            variants[label] = check_growth_config(read_config_file(Path(file)), f"--variant {label}={file}")
+        except ValueError as error:  # ConfigError is a ValueError
+            return {}, str(error)
+    return variants, None
 
 
 def _command(
@@ -155,6 +192,8 @@ def _command(
     words = ["esper", "frontier", "--task", args.task, "--widths", ",".join(f"{w:g}" for w in widths)]
     words += ["--seeds", str(args.seeds), "--seed-start", str(args.seed_start)]
     words += ["--controllers", ",".join(controllers), "--workers", str(workers), "--out", str(out)]
+    for variant in args.variant:
+        words += ["--variant", variant]
     for flag, value in (
         ("--epochs", args.epochs),
         ("--max-batches-per-epoch", args.max_batches_per_epoch),
@@ -168,6 +207,8 @@ def _command(
         words += ["--static-widths", ",".join(f"{w:g}" for w in static_widths)]
     if args.overwrite:
         words.append("--overwrite")
+    if args.keep_finished:
+        words.append("--keep-finished")
     return shlex.join(words)
 
 
@@ -230,6 +271,9 @@ def handle(args: argparse.Namespace) -> int:
     controllers = [c.strip() for c in args.controllers.split(",")]
     problem = problem or _argument_error(args, controllers)
     growth_config: dict[str, Any] = {}
+    variants: dict[str, dict[str, Any]] = {}
+    if problem is None:
+        variants, problem = _parse_variants(args.variant, controllers)
     if problem is None and args.growth_config is not None:
         try:
             source = f"--growth-config {args.growth_config}"
@@ -237,7 +281,7 @@ def handle(args: argparse.Namespace) -> int:
         except ValueError as error:  # ConfigError is a ValueError
             problem = str(error)
     out: Path = args.out or Path("runs") / f"frontier-{args.task}"
-    problem = problem or _out_error(out, args.overwrite)
+    problem = problem or _out_error(out, args.overwrite or args.keep_finished)
     if problem is not None:
         return fail(problem)
     assert widths is not None and static_widths is not None
@@ -246,13 +290,15 @@ def handle(args: argparse.Namespace) -> int:
         task=args.task,
         widths=tuple(widths),
         seeds=tuple(range(args.seed_start, args.seed_start + args.seeds)),
-        controllers=tuple(controllers),
+        controllers=(*controllers, *variants),
         epochs=args.epochs,
         max_batches_per_epoch=args.max_batches_per_epoch,
         text_file=None if args.text_file is None else str(args.text_file),
         data_dir=None if args.data_dir is None else str(args.data_dir),
         static_widths=tuple(static_widths),
         growth_config=growth_config,
+        variants=variants,
+        keep_finished=args.keep_finished,
     )
     from esper.tasks import default_tasks
 

@@ -28,6 +28,7 @@ for example one as large as a grown model.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import platform
@@ -52,7 +53,7 @@ from esper.tasks import DataSplits, Task, TaskOptions, default_tasks
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
 from esper.training.frontier_flops import forward_flops, seed_forward_epochs, seed_forward_flops, slot_inputs
-from esper.training.trainer import CHECKPOINT_NAME, EVENTS_NAME, run_training, versions
+from esper.training.trainer import CHECKPOINT_NAME, EVENTS_NAME, SUMMARY_NAME, run_training, versions
 from esper.training.widening import scaled_overrides
 
 FORMAT = "esper-frontier/1"
@@ -70,6 +71,8 @@ FLOPS_NOTE = (
 # The TrainConfig fields a growth config may set: how growth decides and how far it may go.
 # Anything else (learning rates, epochs, the host) would make the comparison with static unfair.
 GROWTH_CONFIG_KEYS = ("heuristic", "blueprints", "max_seeds", "seed_budget_ratio")
+# A variant (a named set of growth settings) is a group of runs of this controller.
+VARIANT_CONTROLLER = "heuristic"
 
 
 class FrontierRunError(RuntimeError):
@@ -92,6 +95,21 @@ class FrontierSpec:
     static_widths: tuple[float, ...] = ()
     # Settings of the growth runs (keys in GROWTH_CONFIG_KEYS), as read from --growth-config.
     growth_config: dict[str, Any] = field(default_factory=dict)
+    # Extra growth groups: label -> settings (GROWTH_CONFIG_KEYS) for the heuristic, applied over
+    # growth_config. Each label is also a controller name in `controllers`.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Keep a run whose directory already holds a completed run with the same configuration.
+    keep_finished: bool = False
+
+    def trained_by(self, label: str) -> str:
+        """The controller that trains the runs of group `label` (a variant is the heuristic)."""
+        return VARIANT_CONTROLLER if label in self.variants else label
+
+    def settings_for(self, label: str) -> dict[str, Any]:
+        """The growth settings of group `label` (none for the static host)."""
+        if label == STATIC:
+            return {}
+        return {**self.growth_config, **self.variants.get(label, {})}
 
     def all_widths(self) -> tuple[float, ...]:
         return tuple(sorted((*self.widths, *self.static_widths)))
@@ -114,11 +132,13 @@ class FrontierJob:
     task: str
     width: float
     host_overrides: dict[str, Any]
-    controller: str
+    controller: str  # the group's label: a controller name or a variant's label
     seed: int
     epochs: int | None
     run_dir: str
     extra: dict[str, Any] = field(default_factory=dict)
+    trained_by: str = ""  # the controller that trains it ("" = `controller`)
+    keep_finished: bool = False
 
     @property
     def label(self) -> str:
@@ -191,8 +211,9 @@ def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
                         seed=seed,
                         epochs=spec.epochs,
                         run_dir=str(out_dir / RUNS_DIR / run_name(width, controller, seed)),
-                        extra=spec.train_extra() if controller == STATIC else {**spec.train_extra(),
-                                                                               **spec.growth_config},
+                        extra={**spec.train_extra(), **spec.settings_for(controller)},
+                        trained_by=spec.trained_by(controller),
+                        keep_finished=spec.keep_finished,
                     )
                 )
     return jobs
@@ -200,6 +221,24 @@ def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
 
 # ------------------------------------------------------------------ one run (in a worker)
 _SPLITS: dict[tuple[str, str | None, str | None], DataSplits] = {}  # per process: data loaded once
+
+
+def finished_summary(run_dir: Path, config: TrainConfig, epochs: int) -> dict[str, Any] | None:
+    """The summary of a completed run of exactly `config` (and `epochs`) in `run_dir`, else None."""
+    path = run_dir / SUMMARY_NAME
+    if not path.is_file() or not (run_dir / CHECKPOINT_NAME).is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # not a summary this code wrote: train the run afresh
+    same = (
+        isinstance(summary, dict)
+        and summary.get("finish_reason") == "completed"
+        and summary.get("config") == config.model_dump(mode="json")
+        and summary.get("epochs") == epochs
+    )
+    return summary if same else None
 
 
 def _worker_splits(job: FrontierJob) -> DataSplits:
@@ -219,19 +258,21 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         {
             **job.extra,
             "task": job.task,
-            "controller": job.controller,
+            "controller": job.trained_by or job.controller,
             "seed": job.seed,
             "epochs": job.epochs,
             "host_overrides": job.host_overrides,
         }
     )
     run_dir = Path(job.run_dir)
-    if run_dir.exists():
-        # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
-        # each run starts in a fresh directory, never among an older run's files.
-        shutil.rmtree(run_dir)
-    summary = run_training(config, out_dir=run_dir, render=False)
     task = default_tasks().get(job.task)
+    summary = finished_summary(run_dir, config, job.epochs or task.defaults.epochs) if job.keep_finished else None
+    if summary is None:
+        if run_dir.exists():
+            # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
+            # each run starts in a fresh directory, never among an older run's files.
+            shutil.rmtree(run_dir)
+        summary = run_training(config, out_dir=run_dir, render=False)
     splits = _worker_splits(job)
     batch_size = config.batch_size or task.defaults.batch_size
     max_batches = config.max_batches_per_epoch or task.defaults.max_batches_per_epoch
