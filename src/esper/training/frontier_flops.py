@@ -71,6 +71,8 @@ def seed_forward_epochs(events: Sequence[Any], epochs: int) -> list[tuple[str, s
         if not isinstance(event, SeedStageChanged):
             continue
         if event.to_stage == "TRAINING" and event.slot not in running:
+            if event.blueprint is None:
+                raise ValueError(f"events: slot {event.slot} entered TRAINING at epoch {event.epoch} with no blueprint")
             running[event.slot] = (event.blueprint, event.epoch + 1)
         elif event.to_stage in _ENDED and event.slot in running:
             blueprint, first = running.pop(event.slot)
