@@ -147,3 +147,15 @@ def test_minimum_length_is_exact(block_size: int) -> None:
     assert min(splits.sizes().values()) == 1
     with pytest.raises(ValueError, match="too short"):
         text_splits(text[:-1], "boundary", block_size=block_size)
+
+
+def test_text_defaults_leave_the_heuristic_a_window_to_germinate() -> None:
+    from esper.control.heuristic import HeuristicConfig
+
+    defaults = default_tasks().get("text").defaults
+    # The same 400 optimizer steps as 10 epochs of 40 batches, cut into epochs short enough
+    # for a seed's lifecycle (counted in epochs) to fit the run.
+    assert defaults.epochs * defaults.max_batches_per_epoch == 400
+    heuristic = HeuristicConfig()
+    last_epoch_to_germinate = defaults.epochs - heuristic.min_epochs_left_to_germinate
+    assert last_epoch_to_germinate >= heuristic.min_epoch_to_germinate

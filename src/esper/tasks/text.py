@@ -183,8 +183,12 @@ def text_task() -> Task:
             "tie_weights": True,
             "dropout": 0.0,
         },
+        # 25 short epochs of 16 batches (400 optimizer steps, as 10 x 40 was): a seed's
+        # lifecycle is counted in epochs (G1, 3 TRAINING epochs, a 5-epoch blend, HOLDING: about
+        # 10 to be judged), and the heuristic germinates only while 15 epochs remain, so in
+        # 10 epochs no seed could ever be germinated, let alone judged.
         defaults=TaskDefaults(
-            epochs=10,
+            epochs=25,
             batch_size=64,
             host_lr=3e-3,
             seed_lr=3e-3,
@@ -192,7 +196,7 @@ def text_task() -> Task:
             optimizer="adamw",
             max_seeds=3,
             seed_budget_ratio=1.0,
-            max_batches_per_epoch=40,
+            max_batches_per_epoch=16,
         ),
         data_loader=load_text,
         default_blueprints=TRANSFORMER_BLUEPRINTS,

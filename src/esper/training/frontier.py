@@ -12,14 +12,23 @@ counts matrix multiplications and convolutions), is divided by the batch size
 and multiplied by 3 (forward + backward, the backward pass costing about twice
 the forward) and by the training examples seen (examples per epoch x epochs).
 Validation, counterfactual measurements and optimizer steps are not counted.
-A run in which a seed was germinated changed its cost during training, so its
-`training_flops` is null (its `host_training_flops`, the host's share, is
-kept, and so is `wall_seconds`).
+A run in which a seed was germinated changed its cost during training: each
+seed's module is counted the same way (its forward FLOPs per example at its
+slot) for every epoch in which it ran in the forward pass (from the epoch after
+it entered TRAINING to the epoch it was pruned, or to the end), read from the
+run's events.
+
+Growth runs may take their own settings (`growth_config`: the heuristic's
+thresholds, the blueprint list, the seed limits); static runs never germinate,
+so those settings would not change them. Extra static-only widths
+(`static_widths`) put static hosts on the frontier where no growth starts,
+for example one as large as a grown model.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import os
 import platform
@@ -34,15 +43,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from pydantic import ValidationError
 
+from esper.contracts.validation import describe_validation_error
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
 from esper.tasks import DataSplits, Task, TaskOptions
+from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
+from esper.training.frontier_flops import forward_flops, seed_forward_epochs, seed_forward_flops, slot_inputs
 from esper.training.plan import lookup_task, resolve_plan
 from esper.training.run_io import load_run
-from esper.training.trainer import CHECKPOINT_NAME, run_training, versions
+from esper.training.trainer import CHECKPOINT_NAME, EVENTS_NAME, SUMMARY_NAME, run_training, versions
 from esper.training.widening import scaled_overrides
 
 FORMAT = "esper-frontier/1"
@@ -53,8 +65,15 @@ FWD_BWD_FACTOR = 3
 FLOPS_NOTE = (
     "training_flops = 3 x forward FLOPs per example (torch FlopCounterMode on one training batch: "
     "matmuls and convolutions) x training examples seen; validation, counterfactual measurement and "
-    "optimizer steps not counted; null where a seed was germinated (the cost changed during the run)"
+    "optimizer steps not counted; a seed's module adds its own forward FLOPs per example (at its slot) "
+    "x 3 x the examples of every epoch in which it ran in the forward pass (after entering TRAINING, "
+    "until pruned or to the end)"
 )
+# The TrainConfig fields a growth config may set: how growth decides and how far it may go.
+# Anything else (learning rates, epochs, the host) would make the comparison with static unfair.
+GROWTH_CONFIG_KEYS = ("heuristic", "blueprints", "max_seeds", "seed_budget_ratio")
+# A variant (a named set of growth settings) is a group of runs of this controller.
+VARIANT_CONTROLLER = "heuristic"
 
 
 class FrontierRunError(RuntimeError):
@@ -73,6 +92,32 @@ class FrontierSpec:
     max_batches_per_epoch: int | None = None
     text_file: str | None = None
     data_dir: str | None = None
+    # Widths trained only as static hosts (more points on the frontier, no growth from them).
+    static_widths: tuple[float, ...] = ()
+    # Settings of the growth runs (keys in GROWTH_CONFIG_KEYS), as read from --growth-config.
+    growth_config: dict[str, Any] = field(default_factory=dict)
+    # Extra growth groups: label -> settings (GROWTH_CONFIG_KEYS) for the heuristic, applied over
+    # growth_config. Each label is also a controller name in `controllers`.
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Keep a run whose directory already holds a completed run with the same configuration.
+    keep_finished: bool = False
+
+    def trained_by(self, label: str) -> str:
+        """The controller that trains the runs of group `label` (a variant is the heuristic)."""
+        return VARIANT_CONTROLLER if label in self.variants else label
+
+    def settings_for(self, label: str) -> dict[str, Any]:
+        """The growth settings of group `label` (none for the static host)."""
+        if label == STATIC:
+            return {}
+        return {**self.growth_config, **self.variants.get(label, {})}
+
+    def all_widths(self) -> tuple[float, ...]:
+        return tuple(sorted((*self.widths, *self.static_widths)))
+
+    def controllers_at(self, width: float) -> tuple[str, ...]:
+        """The static host, then the growth controllers unless `width` is static-only."""
+        return (STATIC,) if width in self.static_widths else (STATIC, *self.controllers)
 
     def train_extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
@@ -88,11 +133,13 @@ class FrontierJob:
     task: str
     width: float
     host_overrides: dict[str, Any]
-    controller: str
+    controller: str  # the group's label: a controller name or a variant's label
     seed: int
     epochs: int | None
     run_dir: str
     extra: dict[str, Any] = field(default_factory=dict)
+    trained_by: str = ""  # the controller that trains it ("" = `controller`)
+    keep_finished: bool = False
 
     @property
     def label(self) -> str:
@@ -118,6 +165,27 @@ def width_overrides(task: Task, widths: Sequence[float]) -> dict[float, dict[str
     return result
 
 
+def check_growth_config(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` if it only holds growth settings that TrainConfig and the heuristic accept; else ValueError."""
+    from esper.control.heuristic import HeuristicConfig
+
+    unknown = sorted(set(values) - set(GROWTH_CONFIG_KEYS))
+    if unknown:
+        raise ValueError(
+            f"{source}: {', '.join(repr(k) for k in unknown)} cannot be set for growth runs only; "
+            f"allowed: {', '.join(GROWTH_CONFIG_KEYS)}"
+        )
+    try:
+        config = TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise ValueError(f"{source}: {describe_validation_error(TrainConfig, error)}") from None
+    try:
+        HeuristicConfig.model_validate(config.heuristic)
+    except ValidationError as error:
+        raise ValueError(f"{source}: [heuristic] {describe_validation_error(HeuristicConfig, error)}") from None
+    return values
+
+
 def load_splits(spec: FrontierSpec) -> DataSplits:
     """The task's data, as every run will load it (raises ValueError/OSError if it cannot be)."""
     options = TaskOptions(
@@ -130,10 +198,10 @@ def load_splits(spec: FrontierSpec) -> DataSplits:
 def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
     """Every run, widest hosts first (the longest jobs start early, so the workers finish together)."""
     task = lookup_task(spec.task)
-    overrides = width_overrides(task, spec.widths)
+    overrides = width_overrides(task, spec.all_widths())
     jobs = []
-    for width in sorted(spec.widths, reverse=True):
-        for controller in (STATIC, *spec.controllers):
+    for width in sorted(spec.all_widths(), reverse=True):
+        for controller in spec.controllers_at(width):
             for seed in spec.seeds:
                 jobs.append(
                     FrontierJob(
@@ -144,7 +212,9 @@ def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
                         seed=seed,
                         epochs=spec.epochs,
                         run_dir=str(out_dir / RUNS_DIR / run_name(width, controller, seed)),
-                        extra=spec.train_extra(),
+                        extra={**spec.train_extra(), **spec.settings_for(controller)},
+                        trained_by=spec.trained_by(controller),
+                        keep_finished=spec.keep_finished,
                     )
                 )
     return jobs
@@ -154,16 +224,22 @@ def plan(spec: FrontierSpec, out_dir: Path) -> list[FrontierJob]:
 _SPLITS: dict[tuple[str, str | None, str | None], DataSplits] = {}  # per process: data loaded once
 
 
-def forward_flops(model: torch.nn.Module, batch: torch.Tensor) -> int:
-    """FLOPs of one forward pass of `model` on `batch`, counted by torch's FlopCounterMode."""
-    was_training = model.training
-    model.eval()
+def finished_summary(run_dir: Path, config: TrainConfig, epochs: int) -> dict[str, Any] | None:
+    """The summary of a completed run of exactly `config` (and `epochs`) in `run_dir`, else None."""
+    path = run_dir / SUMMARY_NAME
+    if not path.is_file() or not (run_dir / CHECKPOINT_NAME).is_file():
+        return None
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(batch)
-    finally:
-        model.train(was_training)
-    return int(counter.get_total_flops())
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # not a summary this code wrote: train the run afresh
+    same = (
+        isinstance(summary, dict)
+        and summary.get("finish_reason") == "completed"
+        and summary.get("config") == config.model_dump(mode="json")
+        and summary.get("epochs") == epochs
+    )
+    return summary if same else None
 
 
 def _worker_splits(job: FrontierJob) -> DataSplits:
@@ -183,18 +259,21 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         {
             **job.extra,
             "task": job.task,
-            "controller": job.controller,
+            "controller": job.trained_by or job.controller,
             "seed": job.seed,
             "epochs": job.epochs,
             "host_overrides": job.host_overrides,
         }
     )
     run_dir = Path(job.run_dir)
-    if run_dir.exists():
-        # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
-        # each run starts in a fresh directory, never among an older run's files.
-        shutil.rmtree(run_dir)
-    summary = run_training(config, out_dir=run_dir)
+    task = lookup_task(job.task)
+    summary = finished_summary(run_dir, config, job.epochs or task.defaults.epochs) if job.keep_finished else None
+    if summary is None:
+        if run_dir.exists():
+            # Only reachable under --overwrite (the command refuses a non-empty OUT otherwise):
+            # each run starts in a fresh directory, never among an older run's files.
+            shutil.rmtree(run_dir)
+        summary = run_training(config, out_dir=run_dir)
     splits = _worker_splits(job)
     run_plan = resolve_plan(config).sized_for(splits.num_classes)
     batch_size = run_plan.batch_size
@@ -208,6 +287,11 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
     examples_per_epoch = len(splits.train) if max_batches is None else min(len(splits.train), max_batches * batch_size)
     examples_seen = examples_per_epoch * int(summary["epochs"])
     host_training_flops = FWD_BWD_FACTOR * host_flops * examples_seen
+    inputs = slot_inputs(host, batch)
+    seed_flops = 0.0
+    for slot_id, blueprint, ran in seed_forward_epochs(read_events(run_dir / EVENTS_NAME), int(summary["epochs"])):
+        per_example = seed_forward_flops(host, inputs, slot_id, blueprint) / len(batch)
+        seed_flops += FWD_BWD_FACTOR * per_example * examples_per_epoch * ran
     germinated = len(summary["seeds"])
     fossilized = sum(1 for s in summary["seeds"] if s["outcome"] == "fossilized")
     record: dict[str, Any] = {
@@ -234,7 +318,7 @@ def run_job(job: FrontierJob) -> dict[str, Any]:
         "forward_flops_per_example_host": host_flops,
         "forward_flops_per_example_final": final_flops,
         "host_training_flops": host_training_flops,
-        "training_flops": host_training_flops if germinated == 0 else None,
+        "training_flops": host_training_flops + seed_flops,
     }
     if splits.kind == "language_model":
         record["bits_per_char"] = summary["test_loss"] / math.log(2)
@@ -307,8 +391,8 @@ def summarize_groups(runs: Sequence[dict[str, Any]], spec: FrontierSpec) -> list
     """One row per (width, controller): mean and sample std over seeds."""
     metric = metric_name(runs)
     rows = []
-    for width in sorted(spec.widths):
-        for controller in (STATIC, *spec.controllers):
+    for width in spec.all_widths():
+        for controller in spec.controllers_at(width):
             mine = [r for r in runs if r["width"] == width and r["controller"] == controller]
             if len(mine) != len(spec.seeds):
                 raise ValueError(
@@ -335,6 +419,7 @@ def summarize_groups(runs: Sequence[dict[str, Any]], spec: FrontierSpec) -> list
                     "runs_that_grew": sum(1 for r in mine if r["seeds_germinated"] > 0),
                     "runs_with_fossilized_seeds": sum(1 for r in mine if r["seeds_fossilized"] > 0),
                     "training_flops_mean": None if None in flops else statistics.fmean(flops),
+                    "training_flops_std": None if None in flops else _std(flops),
                     "wall_seconds_mean": statistics.fmean(float(r["wall_seconds"]) for r in mine),
                 }
             )
