@@ -139,9 +139,9 @@ def behaviour_clone(
                     decision_prob += prob[decided].sum().item()
                     decisions += int(decided.sum())
         metrics = dppo_run.global_means({key: total / batches for key, total in sums.items()})
-        decision_prob, decisions = all_reduce_sums([decision_prob, decisions])  # every rank's decisions
+        prob_sum, decision_count = all_reduce_sums([decision_prob, decisions])  # every rank's decisions
         # Mean probability the policy gives the expert's non-WAIT actions (NaN if the expert never acted).
-        metrics["decision_prob"] = decision_prob / decisions if decisions else float("nan")
+        metrics["decision_prob"] = prob_sum / decision_count if decision_count else float("nan")
         if emit is not None:
             emit(ev.ImitationUpdate(epoch=0, pass_index=pass_index, metrics={**(context or {}), **metrics}))
     return metrics
