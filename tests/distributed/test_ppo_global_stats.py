@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from esper.distributed import ppo_run
+from esper.growth_rl import ppo_run
 from esper.rl.ppo import explained_variance
 
 from .configs import free_port

@@ -51,6 +51,23 @@ def test_train_default_out_dir(
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_frontier(task: str, tmp_path: Path, data_files: dict[str, dict[str, str]]) -> None:
+    """`esper frontier --task T --widths --seeds --seed-start --out` (the README's evidence command), tiny."""
+    out = tmp_path / "frontier"
+    code = main(["frontier", "--task", task, "--widths", "0.5,1", "--seeds", "1", "--seed-start", "100",
+                 "--epochs", "1", "--max-batches-per-epoch", "1", "--workers", "1", "--out", str(out),
+                 *data_args(data_files.get(task, {}))])
+    assert code == 0
+    record = json.loads((out / "frontier.json").read_text(encoding="utf-8"))
+    runs = record["runs"]
+    assert sorted((run["width"], run["controller"]) for run in runs) == [
+        (0.5, "heuristic"), (0.5, "static"), (1.0, "heuristic"), (1.0, "static")
+    ]
+    assert all(run["seed"] == 100 for run in runs)
+    assert (out / "frontier.png").is_file()
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_compare(
     task: str, tmp_path: Path, data_files: dict[str, dict[str, str]], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -255,7 +255,7 @@ def test_groups_need_every_seed(tmp_path: Path) -> None:
 
 
 def test_the_frontier_is_interpolated_in_log_parameters_and_never_extrapolated() -> None:
-    from esper.training.frontier import frontier_value
+    from esper.training.frontier_groups import frontier_value
 
     static = [{"total_params_mean": 1000.0, "metric_mean": 0.90}, {"total_params_mean": 100000.0, "metric_mean": 0.96}]
     assert frontier_value(static, 10000.0) == pytest.approx(0.93)  # halfway in log parameters
