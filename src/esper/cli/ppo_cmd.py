@@ -199,7 +199,11 @@ def _handle(args: argparse.Namespace) -> int:
         err.print(f"[red]esper ppo: {error}[/red]", highlight=False)
         return 2
     except KeyboardInterrupt:
-        err.print(f"\ninterrupted: resume with  esper ppo --resume {out / AGENT_NAME} --rounds {config.rounds}")
+        if (out / AGENT_NAME).is_file():
+            err.print(f"\ninterrupted: resume with  esper ppo --resume {out / AGENT_NAME} --rounds {config.rounds}")
+        else:
+            # Before the first round's agent.pt (demonstrations, cloning or round 0) there is nothing to resume.
+            err.print("\ninterrupted before the first round was saved: nothing to resume; run the same command again")
         return 130
     if not distributed.is_main():
         return 0

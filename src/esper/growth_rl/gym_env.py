@@ -48,8 +48,9 @@ from esper.growth_rl.rewards import RewardConfig
 from esper.hosts import build_host
 from esper.hosts.protocol import HostProtocol
 from esper.rl.distributions import ActionMasks
-from esper.tasks import DEFAULT_TASK, TaskOptions, default_tasks
+from esper.tasks import DEFAULT_TASK, TaskOptions
 from esper.training.config import TrainConfig
+from esper.training.plan import lookup_task
 
 __all__ = ["GymGrowthEnv", "flat_action_mask"]
 
@@ -114,7 +115,7 @@ class GymGrowthEnv(gym.Env):
             values["reward"] = reward
         self.config = EnvConfig.model_validate(values)
         self.base_seed = seed
-        task_spec = default_tasks().get(task)
+        task_spec = lookup_task(task)
         options = TaskOptions(
             data_dir=Path(train_config.data_dir) if train_config.data_dir else None,
             text_file=Path(train_config.text_file) if train_config.text_file else None,

@@ -34,8 +34,9 @@ from esper.growth_rl.environment import EnvConfig, GrowthEnv
 from esper.growth_rl.masks import masks_from_arrays, masks_to_arrays
 from esper.growth_rl.observations import ObservationLayout
 from esper.rl.distributions import ActionMasks
-from esper.tasks import DataSplits, TaskOptions, default_tasks
+from esper.tasks import DataSplits, TaskOptions
 from esper.telemetry import events as ev
+from esper.training.plan import lookup_task
 
 Emit = Callable[[ev.TelemetryEvent], None]
 DEFAULT_EVENT_TYPES: frozenset[str] = frozenset({"reward_computed", "governor_action"})
@@ -89,7 +90,7 @@ class _EnvGroup:
                     text_file=None if train.text_file is None else Path(train.text_file),
                     seed=train.seed,
                 )
-                splits_cache[key] = default_tasks().get(train.task).load_data(options)
+                splits_cache[key] = lookup_task(train.task).load_data(options)
             self.envs[k] = GrowthEnv(
                 config, splits=splits_cache[key], emit=self._collector(k), env_index=k + env_offset
             )

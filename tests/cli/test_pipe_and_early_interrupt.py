@@ -1,0 +1,47 @@
+"""A closed pipe ends a command quietly; Ctrl-C before esper ppo saved anything says there is nothing to resume."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
+    # `esper ppo --show-config | head -c 1`: the reader closes the pipe after one byte.
+    child = subprocess.Popen(
+        [sys.executable, "-m", "esper", "ppo", "--show-config"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.read(1)
+    child.stdout.close()
+    stderr = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 128 + signal.SIGPIPE
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_round_says_there_is_nothing_to_resume(tmp_path: Path) -> None:
+    out = tmp_path / "agent"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "esper", "ppo", "--task", "mnist1d", "--envs", "2", "--rounds", "1",
+         "--episode-length", "25", "--workers", "0", "--imitate", "4", "--out", str(out), "--no-progress"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    # The demonstrations have started once the events file exists; the first agent.pt is minutes away.
+    while not (out / "events.jsonl").exists():
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "esper ppo did not start its demonstrations"
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=120)
+    assert child.returncode == 130
+    assert not (out / "agent.pt").exists()
+    assert "nothing to resume; run the same command again" in stderr
+    assert "--resume" not in stderr and "Traceback" not in stderr, stderr
