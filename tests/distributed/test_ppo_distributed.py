@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from esper.growth_rl.rank_sync import DecentralisedSync
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
@@ -67,6 +68,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         torch.set_num_threads(1)
         saved = torch.load(Path(tmp) / "rollout.pt", weights_only=False)
         trainer = _trainer()
+        trainer.sync = DecentralisedSync()
         trainer.load_state_dict(saved["before"])
         trainer.normalize_obs(saved["raw"][rank : rank + 1], update=True)
         trainer.update(_env_slice(saved["buffer"], rank), 0)

@@ -9,7 +9,7 @@
 
 Torch-level only, low in the layers (seeds and the RL core use it): it imports nothing else
 of Esper. The DDP training pass is `esper.training.distributed`; decentralised PPO is
-`esper.rl.distributed_ppo` (the update) and `esper.growth_rl.ppo_run` (the run loop's parts).
+`esper.growth_rl.rank_sync` (what the update shares) and `esper.growth_rl.ppo_run` (the run loop's parts).
 
 Every helper is the identity (or a plain local computation) when no process group
 with more than one rank is initialised, so single-process runs are unchanged.

@@ -33,8 +33,8 @@ from esper.contracts.actions import HEAD_INDEX, Op
 from esper.contracts.config import StrictConfig
 from esper.distributed.collectives import all_reduce_sums
 from esper.growth_rl import ppo_run as dppo_run
+from esper.growth_rl import rank_sync as dppo
 from esper.growth_rl.vector_env import VectorGrowthEnv
-from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.ppo import PPOTrainer
 from esper.telemetry import events as ev

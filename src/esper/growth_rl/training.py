@@ -32,6 +32,7 @@ from esper.growth_rl.agent_io import AgentCheckpoint, AgentMeta, AgentMismatchEr
 from esper.growth_rl.environment import EnvConfig
 from esper.growth_rl.imitation import ImitationConfig, behaviour_clone, collect_demonstrations
 from esper.growth_rl.learning_report import render_learning
+from esper.growth_rl.rank_sync import DecentralisedSync
 from esper.growth_rl.rewards import RewardConfig
 from esper.growth_rl.vector_env import VectorGrowthEnv
 from esper.rl.buffer import RolloutBuffer
@@ -320,12 +321,14 @@ def train_ppo(
         else:
             trainer = _new_trainer(config, layout.dim, space)
             sampler.manual_seed(config.seed)
-            if config.imitation.rounds > 0:
-                summary = _imitate(trainer, vec, config, hub)
-                relay.flush()
-                if on_imitation is not None and main:
-                    on_imitation(summary)
-                obs, masks = vec.reset(episode=start)
+        # Under torchrun each rank steps its share of the environments; what the update reads is global.
+        trainer.sync = DecentralisedSync() if distributed.active() else None
+        if checkpoint is None and config.imitation.rounds > 0:
+            summary = _imitate(trainer, vec, config, hub)
+            relay.flush()
+            if on_imitation is not None and main:
+                on_imitation(summary)
+            obs, masks = vec.reset(episode=start)
         carry = trainer.start_carry(obs, masks)
         for round_index in range(start, config.rounds):
             started = time.perf_counter()

@@ -1,8 +1,8 @@
-"""The generic RL core: masked factored policy, normalisers, GAE, rollouts, PPO (decentralised over ranks).
+"""The generic RL core: masked factored policy, normalisers, GAE, rollouts, PPO.
 
-Independent of Esper's model: it imports torch, `esper.contracts` (the action
-heads) and the process-group helpers of `esper.distributed`, nothing else of
-Esper. Anything that offers the VectorEnv protocol and ActionMasks can be
+Independent of Esper's model: it imports torch and `esper.contracts` (the action
+heads), nothing else of Esper. Decentralised PPO over several processes is a
+`RankSync` the trainer is given (esper.growth_rl.rank_sync under torchrun). Anything that offers the VectorEnv protocol and ActionMasks can be
 learned with it. Growth as an RL problem (the environment, observations,
 masks, rewards, the PPO driver) is `esper.growth_rl`.
 """

@@ -12,18 +12,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
-from esper import distributed
 from esper.contracts.actions import HEAD_INDEX
 from esper.contracts.config import StrictConfig
-from esper.rl import distributed_ppo as dppo
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.distributions import ActionMasks, credit_matrix
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd, check_state_keys
@@ -74,6 +72,22 @@ class RolloutCarry:
     episode_return: Tensor  # (N,) raw reward summed over the current episode
 
 
+class RankSync(Protocol):
+    """What decentralised PPO shares between processes that each step a share of the environments.
+
+    A trainer without one (`sync=None`) is one process with every environment. Under torchrun the
+    PPO driver gives it one (esper.growth_rl.rank_sync.DecentralisedSync), so every rank folds all
+    ranks' observations and rewards into its normalisers, normalises advantages and stops early on
+    global statistics, and steps with the ranks' averaged gradients: the ranks' policies stay equal.
+    """
+
+    def fold_observations(self, normalizer: RunningMeanStd, raw: Tensor) -> None: ...
+    def fold_rewards(self, normalizer: RewardNormalizer, reward: Tensor, done: Tensor) -> Tensor: ...
+    def global_mean(self, value: float) -> float: ...
+    def normalize_advantages(self, advantages: Tensor) -> Tensor: ...
+    def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None: ...
+
+
 class PPOTrainer:
     def __init__(
         self,
@@ -81,8 +95,10 @@ class PPOTrainer:
         config: PPOConfig,
         obs_normalizer: RunningMeanStd | None = None,
         reward_normalizer: RewardNormalizer | None = None,
+        sync: RankSync | None = None,
     ) -> None:
         self.policy = policy
+        self.sync = sync
         self.config = config
         self.obs_normalizer = obs_normalizer
         self.reward_normalizer = reward_normalizer
@@ -101,8 +117,8 @@ class PPOTrainer:
             return raw
         if update:
             # Under torchrun every rank folds in all ranks' observations (rank order = env order).
-            if distributed.active():
-                dppo.update_obs_normalizer(self.obs_normalizer, raw)
+            if self.sync is not None:
+                self.sync.fold_observations(self.obs_normalizer, raw)
             else:
                 self.obs_normalizer.update(raw)
         return self.obs_normalizer.normalize(raw)
@@ -125,8 +141,8 @@ class PPOTrainer:
             out = self.policy.act(obs, state, masks, generator=generator)
             next_obs_raw, reward, done, next_masks = env.step(out.actions)
             reward_norm = reward
-            if self.reward_normalizer is not None and distributed.active():
-                reward_norm = dppo.update_reward_normalizer(self.reward_normalizer, reward, done)
+            if self.reward_normalizer is not None and self.sync is not None:
+                reward_norm = self.sync.fold_rewards(self.reward_normalizer, reward, done)
             elif self.reward_normalizer is not None:
                 self.reward_normalizer.update(reward, done)
                 reward_norm = self.reward_normalizer.normalize(reward)
@@ -170,17 +186,17 @@ class PPOTrainer:
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean().item()
                     clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean().item()
-                    if distributed.active():  # every rank must stop early at the same step
-                        approx_kl = dppo.global_mean(approx_kl)
-                        clip_fraction = dppo.global_mean(clip_fraction)
+                    if self.sync is not None:  # every rank must stop early at the same step
+                        approx_kl = self.sync.global_mean(approx_kl)
+                        clip_fraction = self.sync.global_mean(clip_fraction)
                 kls.append(approx_kl)
                 if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
                     kl_stopped = True
                     break
 
                 advantages = mb.advantages
-                if cfg.normalize_advantages and distributed.active():
-                    advantages = dppo.normalize_advantages(advantages)
+                if cfg.normalize_advantages and self.sync is not None:
+                    advantages = self.sync.normalize_advantages(advantages)
                 elif cfg.normalize_advantages:
                     advantages = (advantages - advantages.mean()) / (advantages.std(unbiased=False) + 1e-8)
                 surrogate = -advantages * ratio
@@ -202,8 +218,8 @@ class PPOTrainer:
 
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if distributed.active():
-                    dppo.average_gradients(self.policy.parameters())
+                if self.sync is not None:
+                    self.sync.average_gradients(self.policy.parameters())
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 self.optimizer.step()
 

@@ -1,5 +1,8 @@
 """Decentralised PPO: each rank holds its share of the environments; what the update reads is global.
 
+`DecentralisedSync` is the `esper.rl.ppo.RankSync` a PPO trainer is given under torchrun (the
+RL core itself knows nothing of process groups); imitation calls the functions directly.
+
 - Normaliser statistics: the observations (and rewards) of every rank are gathered, in rank
   order, before a normaliser is updated, so every rank's normaliser equals the one a single
   process with all the environments would hold.
@@ -86,3 +89,22 @@ def update_reward_normalizer(normalizer: RewardNormalizer, reward: Tensor, done:
     all_rewards = gather_rows(reward)
     normalizer.update(all_rewards, gather_rows(done))
     return local_rows(normalizer.normalize(all_rewards))
+
+
+class DecentralisedSync:
+    """The RankSync of a trainer whose ranks each hold a share of the environments."""
+
+    def fold_observations(self, normalizer: RunningMeanStd, raw: Tensor) -> None:
+        update_obs_normalizer(normalizer, raw)
+
+    def fold_rewards(self, normalizer: RewardNormalizer, reward: Tensor, done: Tensor) -> Tensor:
+        return update_reward_normalizer(normalizer, reward, done)
+
+    def global_mean(self, value: float) -> float:
+        return global_mean(value)
+
+    def normalize_advantages(self, advantages: Tensor) -> Tensor:
+        return normalize_advantages(advantages)
+
+    def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None:
+        average_gradients(parameters)
