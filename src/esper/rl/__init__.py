@@ -2,8 +2,9 @@
 
 Independent of Esper's model: it imports torch and `esper.contracts` (the action
 heads), nothing else of Esper. Decentralised PPO over several processes is a
-`RankSync` the trainer is given (esper.growth_rl.rank_sync under torchrun). Anything that offers the VectorEnv protocol and ActionMasks can be
-learned with it. Growth as an RL problem (the environment, observations,
+`RankSync` the trainer is given (esper.growth_rl.rank_sync under torchrun).
+Anything that offers the VectorEnv protocol and ActionMasks can be learned
+with it. Growth as an RL problem (the environment, observations,
 masks, rewards, the PPO driver) is `esper.growth_rl`.
 """
 

@@ -18,6 +18,7 @@ from esper.distributed.collectives import all_reduce_sums
 from esper.distributed.ddp import TrainingModule, broadcast_buffers
 from esper.distributed.sharding import evaluation_shard, sharded_epoch_batches
 from esper.training.batches import Evaluation, evaluation_sums
+from esper.training.epoch_pass import run_batches
 
 if TYPE_CHECKING:
     from esper.training.growth_run import GrowthRun
@@ -38,16 +39,7 @@ class DistributedPass:
         self.module = module
 
     def batches(self, run: GrowthRun) -> list[tuple[Tensor, Tensor]]:
-        return list(
-            sharded_epoch_batches(
-                run.splits.train,
-                run.batch_size,
-                seed=run.plan.seed,
-                epoch=run.epoch,
-                max_batches=run.max_batches,
-                device=run.device,
-            )
-        )
+        return run_batches(run, sharded_epoch_batches)
 
     def forward(self, run: GrowthRun) -> Callable[[Tensor], Tensor]:
         return self.module.current()

@@ -14,7 +14,7 @@ The run picks one in `GrowthRun.epoch_pass()`; a subclass may return its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -26,6 +26,20 @@ if TYPE_CHECKING:
     from esper.training.growth_run import GrowthRun
 
 Batch = tuple[Tensor, Tensor]
+
+
+def run_batches(run: GrowthRun, batcher: Callable[..., Iterable[Batch]]) -> list[Batch]:
+    """This epoch's training batches of `run`, in the order `batcher` (whole set or this rank's shard) gives."""
+    return list(
+        batcher(
+            run.splits.train,
+            run.batch_size,
+            seed=run.plan.seed,
+            epoch=run.epoch,
+            max_batches=run.max_batches,
+            device=run.device,
+        )
+    )
 
 
 class EpochPass(Protocol):
@@ -56,16 +70,7 @@ class LocalPass:
     stops_on_nonfinite_loss = True
 
     def batches(self, run: GrowthRun) -> list[Batch]:
-        return list(
-            epoch_batches(
-                run.splits.train,
-                run.batch_size,
-                seed=run.plan.seed,
-                epoch=run.epoch,
-                max_batches=run.max_batches,
-                device=run.device,
-            )
-        )
+        return run_batches(run, epoch_batches)
 
     def forward(self, run: GrowthRun) -> Callable[[Tensor], Tensor]:
         return run.model
