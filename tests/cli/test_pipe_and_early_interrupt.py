@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,17 +13,18 @@ import pytest
 
 
 def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
-    # `esper ppo --show-config | head -c 1`: the reader closes the pipe after one byte.
-    child = subprocess.Popen(
-        [sys.executable, "-m", "esper", "ppo", "--show-config"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    assert child.stdout is not None and child.stderr is not None
-    child.stdout.read(1)
-    child.stdout.close()
-    stderr = child.stderr.read().decode()
-    assert child.wait(timeout=60) == 128 + signal.SIGPIPE
-    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    # `esper ppo --show-config | head -c 0`: the reader is gone before the command writes a byte.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "esper", "ppo", "--show-config"],
+            cwd=tmp_path, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 128 + signal.SIGPIPE, result.stderr
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
 
 
 @pytest.mark.slow

@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # output still buffered meets a closed pipe here, not at interpreter exit
+        return code
     except BrokenPipeError:
         # The reader of our output went away (`esper ... | head`): stop quietly, as Unix tools do.
         # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
