@@ -4,9 +4,11 @@
     obs, masks = env.reset(seed)                        # trains epoch 1
     obs, reward, done, info, masks = env.step(action)   # apply action, train the next epoch
 
-The environment is esper.training.epoch_loop's loop opened at the decision: `reset`
-is the run's first `train_epoch`, each `step(action)` is `apply(action)` and the next
-`train_epoch` (the growth step's decision is the policy's action).
+The environment drives its run through the one epoch loop every driver runs,
+esper.training.epoch_loop.epoch_steps: `reset` starts the loop (the run's first
+epoch trains and the loop waits at its decision), each `step(action)` sends the
+decoded action as that decision (the loop applies it and trains the next epoch).
+Only who decides differs from `esper train`: the policy, not a controller.
 
 An episode is `episode_length` host epochs and exactly as many steps: the
 last step applies its action to the fully trained model and ends the episode
@@ -31,7 +33,8 @@ from torch import Tensor
 from esper.contracts.actions import ActionSpace, FactoredAction, Op
 from esper.contracts.config import StrictConfig
 from esper.contracts.stages import SeedStage
-from esper.control.decision import Controller, EpochSignals
+from esper.control.decision import Controller, Decision, EpochSignals
+from esper.control.execute import Outcome
 from esper.control.registry import build_controller
 from esper.growth_rl.actions_decode import decode_action
 from esper.growth_rl.actions_encode import encode_decision
@@ -43,7 +46,8 @@ from esper.tasks import DataSplits
 from esper.telemetry import events as ev
 from esper.training.batches import eval_mode, evaluate
 from esper.training.config import SEED_MAX, TrainConfig
-from esper.training.growth_run import GovernorAbort, GrowthRun
+from esper.training.epoch_loop import EpochLoop, EpochStep, LoopEnd, advance, epoch_steps
+from esper.training.growth_run import GrowthRun
 from esper.training.growth_step import decide
 
 Emit = Callable[[ev.TelemetryEvent], None]
@@ -87,6 +91,7 @@ class GrowthEnv:
         self._emit = emit
         self.tracker = InteractionTracker()
         self.run: GrowthRun | None = None
+        self._loop: EpochLoop | None = None
         self.layout: ObservationLayout | None = None
         self.space: ActionSpace | None = None
         self.seed: int | None = None
@@ -113,16 +118,21 @@ class GrowthEnv:
             raise ValueError("GrowthEnv: call reset(seed) before step()")
         return self.run
 
-    def _train(self) -> bool:
-        """Train one epoch; True when the governor rolled back (or aborted) during it."""
-        run = self._require_run()
-        before = run.governor.rollbacks
-        try:
-            self._signals = run.train_epoch()
-        except GovernorAbort:
-            self.aborted = True
-            return True
-        return run.governor.rollbacks > before
+    def _advance(self, decision: Decision | None) -> tuple[bool, Outcome | None]:
+        """Send `decision` to the run's loop (None: start it); it trains the next epoch unless the run ends.
+
+        Returns whether the governor rolled back (or aborted) during that epoch, and how
+        `decision` was carried out.
+        """
+        assert self._loop is not None
+        step = advance(self._loop, decision)
+        if isinstance(step, EpochStep):
+            self._signals = step.signals
+            return step.rolled_back, step.applied
+        assert isinstance(step, LoopEnd)
+        self._loop = None
+        self.aborted = step.aborted
+        return step.aborted, step.applied
 
     def _observe(self) -> tuple[Tensor, ActionMasks]:
         run = self._require_run()
@@ -157,7 +167,8 @@ class GrowthEnv:
             self.seed, self.steps, self.done, self.aborted, self.episode_return = seed, 0, False, False, 0.0
             self._signals, self._obs = None, None
             self._expert, self._expert_spec = None, None
-            self._train()
+            self._loop = epoch_steps(self.run, CONTROLLER_NAME)
+            self._advance(None)
             if self.aborted:
                 raise RuntimeError(f"GrowthEnv: the governor aborted the run (seed {seed}) in its first epoch")
             return self._observe()
@@ -181,12 +192,15 @@ class GrowthEnv:
             assert self.layout is not None
             decision = decode_action(factored, self.layout.slot_ids, self.layout.blueprints)
             before = snapshot(run.model, self._signals.val_accuracy)
-            outcome = run.apply(decision, CONTROLLER_NAME)
+            # The loop applies the action and, unless this was the episode's last, trains the next epoch.
+            rollback, outcome = self._advance(decision)
+            assert outcome is not None
             if not outcome.executed:
                 # The masks come from legality, which the executor also checks: this is a bug.
                 raise RuntimeError(f"GrowthEnv: an admitted action was refused: {decision} ({outcome.reason})")
             done = self.steps >= self.config.episode_length
-            rollback = False if done else self._train()
+            if done != (self._loop is None and not self.aborted):
+                raise RuntimeError(f"GrowthEnv: episode step {self.steps} and the run's epoch {run.epoch} disagree")
             after = self._final_view() if done else snapshot(run.model, self._signals.val_accuracy)
             total, components = compute_reward(
                 self.config.reward, before, decision, outcome.executed, after, done=done, rollback=rollback

@@ -4,9 +4,10 @@
     signals = run.train_epoch()        # train, validate, governor, growth step up to the signals
     outcome = run.apply(decision)      # the growth step's end: a controller's lifecycle action
 
-`esper train` and `esper evaluate` drive it with esper.training.epoch_loop.run_epochs;
-the RL environments (and the gymnasium adapter over them) call the same two halves one
-step at a time. How an epoch trains (one process or DDP) is its `epoch_pass()`.
+Every driver runs it through one loop, esper.training.epoch_loop.epoch_steps:
+`esper train` and `esper evaluate` with a controller deciding (`run_epochs`), the
+RL environments (and the gymnasium adapter over them) with the policy's action.
+How an epoch trains (one process or DDP) is its `epoch_pass()`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The growth step: what a growing model goes through at the end of every training epoch.
 
 Every driver runs these in this order: `esper train`, `esper evaluate` and the RL
-environments through GrowthRun (`train_epoch`, then `apply`), a hand-written loop and
-the Lightning callback through Grower (`end_epoch`).
+environments through GrowthRun (`train_epoch`, then `apply`) in the one epoch loop
+(esper.training.epoch_loop.epoch_steps), a hand-written loop and the Lightning
+callback through Grower (`end_epoch`).
 
 1. `measure_contributions`: each seed's counterfactual contribution on held-out data;
 2. `end_epoch`: the contributions and the epoch's validation accuracy are recorded in
@@ -11,8 +12,9 @@ the Lightning callback through Grower (`end_epoch`).
 4. `decide`: the controller decides; under torchrun every rank takes rank 0's decision;
 5. `esper.control.execute.execute` carries it out, or refuses it and says why.
 
-A driver whose decision comes from outside (the RL environment: the policy's action)
-runs 1-3, hands the signals out, and runs 5 when the action arrives.
+In the epoch loop, 1-3 run in `train_epoch`, the loop yields the signals, and 5 runs
+when the driver sends its decision: `run_epochs` takes it through `decide` (4), the
+RL environment takes the policy's action instead.
 """
 
 from __future__ import annotations
