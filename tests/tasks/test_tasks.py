@@ -254,12 +254,10 @@ def test_mnist1d_validation_is_the_last_500_training_signals(mnist_cache: Path, 
 
 
 def test_mnist1d_second_load_reads_the_cache(mnist_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mnist1d.data
-
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("make_dataset must not run on a cache hit")
 
-    monkeypatch.setattr(mnist1d.data, "make_dataset", refuse)
+    monkeypatch.setattr(mnist1d_task_module, "_generate", refuse)
     assert mnist1d_task_module.cache_path(mnist_cache).is_file()
     splits = default_tasks().get("mnist1d-blind").load_data(TaskOptions(cache_dir=mnist_cache))
     assert splits.sizes()["train"] == 3500
