@@ -42,6 +42,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode, resolve_name
 
 __all__ = [
+    "GENERATOR_OPS",
     "GeneratorFor",
     "GlobalGeneratorTouched",
     "RunStream",
@@ -94,6 +95,8 @@ _ROUTED: dict[Any, int | None] = {
     **{getattr(torch.Tensor, name): None for name in _TENSOR_DRAWS},
     **{function: None for function in _init_draws()},
 }
+# The random ops a RunStream hands a generator (for other modes that must recognise draws).
+GENERATOR_OPS = frozenset(_ROUTED)
 
 
 # ------------------------------------------------------------ explicit forms

@@ -38,7 +38,6 @@ from esper.contracts.validation import ConfigProblems
 from esper.hosts import HOST_KINDS, build_host
 from esper.model import MorphogeneticModel
 from esper.model.attached import AttachedModel
-from esper.random_stream import discarded_draws
 from esper.seeds.gates import GateConfig
 
 __all__ = ["ModelSection", "load_model", "model_from_payload", "model_payload", "save_model"]
@@ -181,11 +180,9 @@ def model_from_payload(
             )
         return model
 
-    # A skeleton draws nothing (meta tensors); a model built for real instead (build_skeleton's
-    # fallback) draws initial weights that the stored tensors replace: a throwaway generator
-    # takes them, so the caller's generators do not move.
-    with discarded_draws():
-        model, skeleton = build_skeleton(build)
+    # Neither way of building moves the caller's generators (build_skeleton: a skeleton draws
+    # nothing, a model built for real draws from a throwaway generator).
+    model, skeleton = build_skeleton(build)
     state_dict = section.state_dict
     if skeleton and not share_tensors:
         state_dict = {key: tensor.clone() for key, tensor in state_dict.items()}
