@@ -328,23 +328,35 @@ class RunStream(TorchFunctionMode):
     def __torch_function__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
-        kwargs = kwargs or {}
-        position = _ROUTED.get(func, -1)
-        if position != -1:
-            if position is not None and len(args) > position:
-                if args[position] is None:
-                    device = _device_of(args, kwargs)
-                    if device.type != "meta":
-                        args = (*args[:position], self._generator_for(device), *args[position + 1 :])
-            elif kwargs.get("generator") is None:
+        # Runs for every torch call while active: one dict lookup for the calls that draw nothing.
+        handler = _DISPATCH.get(func)
+        if handler is None:
+            return func(*args, **kwargs) if kwargs else func(*args)
+        return handler(self, func, args, kwargs or {})
+
+
+def _router(position: int | None) -> Handler:
+    """Hand a generator-taking op the stream's generator for its device, unless the caller gave one."""
+
+    def route(stream: RunStream, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if position is not None and len(args) > position:
+            if args[position] is None:
                 device = _device_of(args, kwargs)
                 if device.type != "meta":
-                    kwargs["generator"] = self._generator_for(device)
-            return func(*args, **kwargs)
-        handler = _HANDLERS.get(func)
-        if handler is not None:
-            return handler(self, func, args, kwargs)
+                    args = (*args[:position], stream.generator(device), *args[position + 1 :])
+        elif kwargs.get("generator") is None:
+            device = _device_of(args, kwargs)
+            if device.type != "meta":
+                kwargs["generator"] = stream.generator(device)
         return func(*args, **kwargs)
+
+    return route
+
+
+_DISPATCH: dict[Any, Handler] = {
+    **{func: _router(position) for func, position in _ROUTED.items()},
+    **_HANDLERS,
+}
 
 
 def seeded_draws(seed: int) -> RunStream:
