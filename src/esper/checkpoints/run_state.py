@@ -275,7 +275,7 @@ def _numpy_rng_problems(state: list[Any], where: str) -> Problems:
 
 def torch_generator_problems(state: torch.Tensor, where: str) -> Problems:
     """Problems of a stored torch generator state (the CPU generator's layout; tried on a scratch one)."""
-    expected = torch.get_rng_state()
+    expected = torch.Generator().get_state()  # the layout of a CPU generator state
     if state.dtype != expected.dtype or state.shape != expected.shape:
         return [
             (
