@@ -341,3 +341,22 @@ def test_a_module_with_its_own_loading_step_goes_through_load_state_dict() -> No
     assign_weights(model, weights, [])
     assert _CustomLoading.calls == before + 1
     assert not meta_tensors(model) and torch.equal(model[1].weight, torch.ones(2, 2))
+
+
+class _DrawsOnCpu(nn.Module):
+    """A constructor that draws into a tensor on an explicit real device (no generator given)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+        self.register_buffer("noise", torch.empty(4, device="cpu").normal_())
+
+
+def test_a_constructor_drawing_on_a_real_device_is_built_for_real_from_a_throwaway_generator() -> None:
+    before = torch.get_rng_state()
+    model, skeleton = build_skeleton(_DrawsOnCpu)
+    assert not skeleton and not model.noise.is_meta and not model.linear.weight.is_meta
+    assert torch.equal(torch.get_rng_state(), before)
+    plain, skeleton = build_skeleton(lambda: nn.Linear(3, 3))
+    assert skeleton and plain.weight.is_meta
+    assert torch.equal(torch.get_rng_state(), before)

@@ -74,6 +74,44 @@ def test_an_untouched_run_checkpoint_resumes(saved: Any) -> None:
     assert set(resumed.optimizers.seeds) == set(run.optimizers.seeds) != set()
 
 
+def _cuda_state(*, offset: int, seed: int = 5) -> torch.Tensor:
+    """A CUDA generator state as torch lays it out: the seed, then the offset, 8 little-endian bytes each."""
+    raw = seed.to_bytes(8, "little") + offset.to_bytes(8, "little", signed=True)
+    return torch.tensor(list(raw), dtype=torch.uint8)
+
+
+def test_a_cuda_generator_state_is_kept_through_save_and_resume(saved: Any) -> None:
+    """Written on a GPU machine, resumed here (no CUDA needed): the state waits for the run's CUDA generator."""
+    _, run, _ = saved
+    state = _cuda_state(offset=40)
+    resumed = resume(tampered(saved, _set(("run", "rng", "cuda"), state)), run.splits)
+    assert torch.equal(resumed.generators.state_dict()["cuda"], state)
+    assert resume(tampered(saved, lambda d: None), run.splits).generators.state_dict()["cuda"] is None
+
+
+def _as_version_2(data: dict[str, Any]) -> None:
+    """What esper wrote before the run had a CUDA generator of its own."""
+    del data["run"]["rng"]["cuda"]
+    data["schema_version"] = 2
+
+
+def test_a_version_2_checkpoint_resumes_without_a_cuda_state(saved: Any) -> None:
+    _, run, _ = saved
+    resumed = resume(tampered(saved, _as_version_2), run.splits)
+    assert resumed.epoch == 2 and resumed.generators.state_dict()["cuda"] is None
+    assert torch.equal(resumed.generators.state_dict()["torch"], run.generators.state_dict()["torch"])
+
+
+def test_a_version_2_checkpoint_with_a_cuda_state_is_refused(saved: Any) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        _as_version_2(data)
+        data["run"]["rng"]["cuda"] = _cuda_state(offset=0)
+
+    path = tampered(saved, edit)
+    with pytest.raises(CheckpointError, match=r"run > rng > cuda: unknown key \(version 2 has no CUDA"):
+        load_run(path)
+
+
 def _set(path: tuple[str | int, ...], value: object) -> Callable[[dict[str, Any]], None]:
     def edit(data: dict[str, Any]) -> None:
         target = data
@@ -107,6 +145,12 @@ def _delete(path: tuple[str | int, ...]) -> Callable[[dict[str, Any]], None]:
         (_set(("run", "rng", "numpy", 0), "PCG64"), "run > rng > numpy > [0]: expected 'MT19937'"),
         (_set(("run", "rng", "numpy", 2), 700), "run > rng > numpy > [2]: expected an int in [0, 624]"),
         (_set(("run", "rng", "python", 0), 2), "run > rng > python > [0]: expected 3"),
+        (_delete(("run", "rng", "cuda")), "run > rng > cuda: missing required key"),
+        (_set(("run", "rng", "cuda"), torch.zeros(16)), "run > rng > cuda: expected a torch.uint8 tensor of shape"),
+        (_set(("run", "rng", "cuda"), _cuda_state(offset=0)[:8]), "run > rng > cuda: expected a torch.uint8"),
+        (_set(("run", "rng", "cuda"), _cuda_state(offset=6)), "run > rng > cuda: expected a generator offset >= 0"),
+        (_set(("run", "rng", "cuda"), _cuda_state(offset=-4)), "run > rng > cuda: expected a generator offset >= 0"),
+        (_set(("run", "rng", "cuda"), [1, 2]), "run > rng > cuda"),
         (_set(("surprise",), 1), "surprise: unknown key"),
         (_set(("config", "epochs"), "three"), "config > epochs: expected int or None, got str"),
         (_delete(("config", "grad_clip")), "config > grad_clip: missing required key"),

@@ -6,6 +6,7 @@ import argparse
 import json
 import random
 import socket
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,12 +255,10 @@ def test_mnist1d_validation_is_the_last_500_training_signals(mnist_cache: Path, 
 
 
 def test_mnist1d_second_load_reads_the_cache(mnist_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import mnist1d.data
-
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("make_dataset must not run on a cache hit")
 
-    monkeypatch.setattr(mnist1d.data, "make_dataset", refuse)
+    monkeypatch.setattr(mnist1d_task_module, "_generate", refuse)
     assert mnist1d_task_module.cache_path(mnist_cache).is_file()
     splits = default_tasks().get("mnist1d-blind").load_data(TaskOptions(cache_dir=mnist_cache))
     assert splits.sizes()["train"] == 3500
@@ -349,3 +348,14 @@ def test_tasks_command_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert by_name["text"]["defaults"]["optimizer"] == "adamw"
     assert by_name["cifar10"]["host_config"]["in_channels"] == 3
     assert by_name["mnist1d"]["defaults"]["epochs"] == default_tasks().get("mnist1d").defaults.epochs
+
+
+def test_mnist1d_generation_failure_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generator runs in a child process (it reseeds the global generators of whatever process runs it).
+    monkeypatch.setattr(mnist1d_task_module, "_GENERATE_IN_CHILD", "raise SystemExit('no mnist1d here')")
+    with pytest.raises(RuntimeError, match=r"MNIST-1D generation failed \(exit status 1\): no mnist1d here"):
+        mnist1d_task_module.load_arrays_cached(tmp_path)
+    assert not mnist1d_task_module.cache_path(tmp_path).exists()
+    monkeypatch.setattr(sys, "executable", "")
+    with pytest.raises(RuntimeError, match="no Python interpreter path"):
+        mnist1d_task_module.load_arrays_cached(tmp_path)

@@ -23,6 +23,7 @@ from esper.checkpoints.slot_state import restore_slot, slot_payload
 from esper.checkpoints.strict import validate
 from esper.model.attach_config import AttachConfig
 from esper.model.attached import AttachedModel
+from esper.random_stream import discarded_draws
 from esper.seeds.gates import GateConfig
 
 __all__ = ["ATTACHED_KIND", "attached_from_payload", "attached_payload", "is_attached_payload"]
@@ -91,8 +92,9 @@ def attached_from_payload(
     except ValueError as error:
         raise CheckpointError.at(config_path, f"cannot attach to the given base: {error}") from None
     try:
-        # Recreating seeds draws fresh initial weights (then overwritten): keep the caller's RNG untouched.
-        with torch.random.fork_rng(devices=[]):
+        # Recreating seeds draws fresh initial weights (then overwritten): a throwaway generator
+        # takes those draws, so the caller's generators do not move.
+        with discarded_draws():
             for slot_id in section.slots:
                 slot_where = join_path(where, f"seed_slots.{slot_id}")
                 restore_slot(model.slot(slot_id), payload["seed_slots"][slot_id], slot_where)

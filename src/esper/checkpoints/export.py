@@ -36,6 +36,7 @@ from esper.hosts import HOST_KINDS, build_host
 from esper.hosts.protocol import HostProtocol
 from esper.model import MorphogeneticModel
 from esper.model.attached import AttachedModel
+from esper.random_stream import discarded_draws
 from esper.seeds.blending import BlendGate, blend
 
 __all__ = [
@@ -236,7 +237,9 @@ def _rebuild(
         )
     if meta.host_kind not in HOST_KINDS:
         raise CheckpointError.at("metadata > esper > host_kind", f"unknown host kind {meta.host_kind!r}")
-    with torch.random.fork_rng(devices=[]):
+    # The constructors' initial weights are replaced by the stored tensors below: a throwaway
+    # generator takes those draws, so the caller's generators do not move.
+    with discarded_draws():
         try:
             host = build_host(meta.host_kind, meta.host_config)
         except ValueError as error:

@@ -112,3 +112,18 @@ def _run_v1_to_v2(payload: Payload) -> Payload:
     # still loads for export and audit, but cannot be resumed exactly).
     payload["events"] = None
     return payload
+
+
+@register_migration(RUN_CHECKPOINT_FORMAT, 2)
+def _run_v2_to_v3(payload: Payload) -> Payload:
+    # Version 2 runs drew on CUDA from the process's generator, which the checkpoint did not
+    # hold: None (no CUDA generator of the run's own yet) is what they resume with. A
+    # malformed run section is left as it is for validation to report by path.
+    run = payload.get("run")
+    if not isinstance(run, dict) or not isinstance(run.get("rng"), dict):
+        return payload
+    rng = run["rng"]
+    if "cuda" in rng:
+        raise CheckpointError.at("run > rng > cuda", "unknown key (version 2 has no CUDA generator state)")
+    payload["run"] = {**run, "rng": {**rng, "cuda": None}}
+    return payload

@@ -180,8 +180,9 @@ def model_from_payload(
             )
         return model
 
-    with torch.random.fork_rng(devices=[]):
-        model, skeleton = build_skeleton(build)
+    # Neither way of building moves the caller's generators (build_skeleton: a skeleton draws
+    # nothing, a model built for real draws from a throwaway generator).
+    model, skeleton = build_skeleton(build)
     state_dict = section.state_dict
     if skeleton and not share_tensors:
         state_dict = {key: tensor.clone() for key, tensor in state_dict.items()}

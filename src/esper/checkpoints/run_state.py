@@ -34,7 +34,7 @@ from esper.checkpoints.strict import validate
 from esper.contracts.stages import SeedStage
 from esper.contracts.validation import type_name
 
-__all__ = ["RunState", "check_run_fits", "check_run_state"]
+__all__ = ["RunState", "check_run_fits", "check_run_state", "cuda_generator_problems"]
 
 Problems = list[tuple[str, str]]
 
@@ -96,11 +96,17 @@ class OptimizersState(_Strict):
     seeds: dict[str, OptimizerState]
 
 
+# Inside RngState the field `torch` hides the module.
+_MaybeTensor = torch.Tensor | None
+
+
 class RngState(_Strict):
     # Lists, as checkpoints hold no tuples; their entries are checked by _rng_problems.
     python: list[Any]
     numpy: list[Any]
     torch: torch.Tensor
+    # The run's CUDA generator; None until the run draws on CUDA (required key since version 3).
+    cuda: _MaybeTensor
 
 
 class RunState(_Strict):
@@ -203,6 +209,7 @@ def _rng_problems(rng: RngState, where: str) -> Problems:
         _python_rng_problems(rng.python, join_path(where, "python"))
         + _numpy_rng_problems(rng.numpy, join_path(where, "numpy"))
         + torch_generator_problems(rng.torch, join_path(where, "torch"))
+        + (cuda_generator_problems(rng.cuda, join_path(where, "cuda")) if rng.cuda is not None else [])
     )
 
 
@@ -268,7 +275,7 @@ def _numpy_rng_problems(state: list[Any], where: str) -> Problems:
 
 def torch_generator_problems(state: torch.Tensor, where: str) -> Problems:
     """Problems of a stored torch generator state (the CPU generator's layout; tried on a scratch one)."""
-    expected = torch.get_rng_state()
+    expected = torch.Generator().get_state()  # the layout of a CPU generator state
     if state.dtype != expected.dtype or state.shape != expected.shape:
         return [
             (
@@ -281,6 +288,31 @@ def torch_generator_problems(state: torch.Tensor, where: str) -> Problems:
         torch.Generator().set_state(state)
     except RuntimeError as error:
         return [(where, f"not a valid torch generator state: {str(error).splitlines()[0]}")]
+    return []
+
+
+# A CUDA (Philox) generator's state: its seed and its offset, 8 bytes each.
+_CUDA_STATE_BYTES = 16
+
+
+def cuda_generator_problems(state: torch.Tensor, where: str) -> Problems:
+    """Problems of a stored CUDA generator state: 16 bytes (seed, offset), the offset >= 0 and a multiple of 4.
+
+    Checked by layout rather than on a scratch CUDA generator, so a checkpoint
+    written on a GPU machine validates (and resumes) on one without CUDA.
+    """
+    if state.dtype != torch.uint8 or tuple(state.shape) != (_CUDA_STATE_BYTES,):
+        return [
+            (
+                where,
+                f"expected a torch.uint8 tensor of shape ({_CUDA_STATE_BYTES},), "
+                f"got {state.dtype} of shape {tuple(state.shape)}",
+            )
+        ]
+    offset = int.from_bytes(bytes(state[8:].tolist()), "little", signed=True)
+    # torch's CUDA generator refuses any other offset when the state is set.
+    if offset < 0 or offset % 4 != 0:
+        return [(where, f"expected a generator offset >= 0 and a multiple of 4, got {offset}")]
     return []
 
 

@@ -38,6 +38,7 @@ from esper.contracts.shapes import SlotShape, Topology
 from esper.contracts.stages import SLOT_STAGES, SeedStage
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
+from esper.random_stream import seeded_draws
 from esper.seeds.gates import GateConfig
 
 __all__ = [
@@ -197,16 +198,17 @@ def staged_model(
 ) -> MorphogeneticModel:
     """A model on `host` with one slot per available blueprint, every slot at `stage`."""
     names = available_blueprints(host, registry)
-    torch.manual_seed(seed)
-    model = MorphogeneticModel(host.build(len(names)), gates=_GATES, registry=registry)
-    drive_to_stage(model, stage, algorithm, dict(zip(model.slot_ids(), names, strict=True)), seed=seed)
+    # The weights a process seeded with `seed` draws, from generators of its own (the caller's stay put).
+    with seeded_draws(seed):
+        model = MorphogeneticModel(host.build(len(names)), gates=_GATES, registry=registry)
+        drive_to_stage(model, stage, algorithm, dict(zip(model.slot_ids(), names, strict=True)), seed=seed)
     return model
 
 
 def _agent_like_payload() -> dict[str, Any]:
     """What a small policy checkpoint holds: a state_dict and a primitive config."""
-    torch.manual_seed(0)
-    network = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    with seeded_draws(0):
+        network = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
     return {
         "model_state_dict": dict(network.state_dict()),
         "config": {"hidden": 8, "lr": 3e-4, "heads": ["op", "slot"]},

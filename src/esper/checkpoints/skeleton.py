@@ -31,6 +31,7 @@ from torch.nn.modules.batchnorm import _NormBase
 from torch.utils._device import DeviceContext, _device_constructors  # torch.device(...) as a context
 
 from esper.checkpoints.errors import CheckpointError, join_path
+from esper.random_stream import GENERATOR_OPS, discarded_draws
 
 __all__ = [
     "alias_groups",
@@ -97,13 +98,31 @@ class _SkeletonMode(DeviceContext):
                 return target
         elif func in _CONSTRUCTORS and kwargs.get("device") is None:
             kwargs["device"] = self.device
+        if func in GENERATOR_OPS and kwargs.get("generator") is None and not _draws_on_meta(args, kwargs):
+            # A constructor drawing into a real tensor would draw from the caller's global generator.
+            raise _DrawsOffMeta(f"{func.__name__} draws on a real device while building on meta")
         return func(*args, **kwargs)
+
+
+class _DrawsOffMeta(RuntimeError):
+    """A constructor drew random numbers into a tensor that is not on meta: build the model for real."""
+
+
+def _draws_on_meta(args: tuple, kwargs: dict) -> bool:
+    device = kwargs.get("device")
+    if device is not None:
+        return torch.device(device).type == "meta"
+    target = next((value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)), None)
+    return target is None or target.is_meta
 
 
 def build_skeleton(build: Callable[[], ModuleT]) -> tuple[ModuleT, bool]:
     """Run `build()` on the meta device; returns (model, True) when the result can take assigned weights.
 
-    Initialisers are skipped while it runs (see _SkeletonMode).
+    Initialisers are skipped while it runs (see _SkeletonMode), so nothing is
+    drawn; a constructor that draws into a tensor on a real device sends the
+    model to the normal build. The normal build draws from a throwaway
+    generator: neither way moves the caller's generators.
 
     Falls back to a normal build, returning (model, False), when the
     constructor cannot run on meta (it raises RuntimeError, e.g. by reading
@@ -114,10 +133,17 @@ def build_skeleton(build: Callable[[], ModuleT]) -> tuple[ModuleT, bool]:
         with _SkeletonMode():
             model = build()
     except RuntimeError:
-        return build(), False
+        return _real_build(build), False
     if uncovered_tensors(model):
-        return build(), False
+        return _real_build(build), False
     return model, True
+
+
+def _real_build(build: Callable[[], ModuleT]) -> ModuleT:
+    # The initial weights drawn here are replaced by the checkpoint's: a throwaway generator takes
+    # the draws, so the caller's generators do not move.
+    with discarded_draws():
+        return build()
 
 
 def alias_groups(state: Mapping[str, torch.Tensor]) -> list[list[str]]:

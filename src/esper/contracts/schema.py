@@ -21,10 +21,11 @@ SEED_STATE_CHANGELOG: dict[int, str] = {
 
 # Run checkpoint ("esper.run"): model + optimizers + controller + RNG + counters.
 RUN_CHECKPOINT_FORMAT = "esper.run"
-RUN_CHECKPOINT_VERSION = 2
+RUN_CHECKPOINT_VERSION = 3
 RUN_CHECKPOINT_CHANGELOG: dict[int, str] = {
     1: "First layout.",
     2: "`events`: the committed prefix of events.jsonl (bytes, lines, sha256) that the checkpoint commits.",
+    3: "`run.rng.cuda`: the run's own CUDA generator state, or None when the run has not drawn on CUDA.",
 }
 
 # PPO agent checkpoint ("esper.agent").

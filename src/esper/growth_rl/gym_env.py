@@ -47,6 +47,7 @@ from esper.growth_rl.observations import ObservationLayout
 from esper.growth_rl.rewards import RewardConfig
 from esper.hosts import build_host
 from esper.hosts.protocol import HostProtocol
+from esper.random_stream import discarded_draws
 from esper.rl.distributions import ActionMasks
 from esper.tasks import DEFAULT_TASK, TaskOptions
 from esper.training.config import TrainConfig
@@ -124,7 +125,7 @@ class GymGrowthEnv(gym.Env):
         splits = task_spec.load_data(options)
         # The slot layout is the task's host's; building it is cheap and trains nothing.
         host_config = {**task_spec.host_config_for(splits), **train_config.host_overrides}
-        with torch.random.fork_rng(devices=[]):
+        with discarded_draws():  # its weights are never used: a throwaway generator takes the draws
             # Ignored below: build_host is typed nn.Module; every host kind implements HostProtocol.
             host: HostProtocol = build_host(task_spec.host_kind, host_config)  # type: ignore[assignment]
             slot_ids = tuple(host.slot_ids())

@@ -35,6 +35,7 @@ from esper.growth_rl.learning_report import render_learning
 from esper.growth_rl.rank_sync import DecentralisedSync
 from esper.growth_rl.rewards import RewardConfig
 from esper.growth_rl.vector_env import VectorGrowthEnv
+from esper.random_stream import discarded_draws, seeded_draws
 from esper.rl.buffer import RolloutBuffer
 from esper.rl.normalizers import RewardNormalizer, RunningMeanStd
 from esper.rl.policy import RecurrentActorCritic
@@ -249,9 +250,11 @@ def check_resume(checkpoint: AgentCheckpoint, config: PPORunConfig) -> None:
 
 
 def _new_trainer(config: PPORunConfig, obs_dim: int, space: ActionSpace) -> PPOTrainer:
-    torch.manual_seed(config.seed)  # the policy's initial weights
     shape = config.policy
-    policy = RecurrentActorCritic(obs_dim, space, shape.hidden, shape.lstm_hidden, shape.head_hidden)
+    # The policy's initial weights: those a process seeded with the run's seed draws, from
+    # generators of the run's own (the process's stay as they were).
+    with seeded_draws(config.seed):
+        policy = RecurrentActorCritic(obs_dim, space, shape.hidden, shape.lstm_hidden, shape.head_hidden)
     return PPOTrainer(
         policy, config.ppo, RunningMeanStd(obs_dim), RewardNormalizer(config.envs, config.ppo.gamma)
     )
@@ -280,7 +283,10 @@ def train_ppo(
     on_imitation: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) up to `config.rounds` rounds; returns the per-round history."""
-    checkpoint = load_agent(resume) if resume is not None else None
+    # Checking and rebuilding a saved policy builds networks whose weights the saved ones replace:
+    # a throwaway generator takes those draws (the process's generators stay as they were).
+    with discarded_draws():
+        checkpoint = load_agent(resume) if resume is not None else None
     if checkpoint is not None:
         check_resume(checkpoint, config)
     start = checkpoint.meta.round if checkpoint is not None else 0
@@ -316,7 +322,8 @@ def train_ppo(
                 slot_ids=list(layout.slot_ids),
                 observation_signature=layout.signature(),
             )
-            trainer = checkpoint.build_trainer()
+            with discarded_draws():
+                trainer = checkpoint.build_trainer()
             sampler.set_state(checkpoint.meta.rng["sampler"])
         else:
             trainer = _new_trainer(config, layout.dim, space)

@@ -27,6 +27,7 @@ from esper.contracts.slot_ids import sort_slot_ids
 from esper.model import MorphogeneticModel
 from esper.model.attach_config import AttachConfig
 from esper.model.probe import describe, resolve_module, run_model
+from esper.random_stream import discarded_draws
 from esper.seeds.gates import GateConfig
 from esper.seeds.slot import SeedSlot
 
@@ -213,8 +214,9 @@ class AttachedModel(MorphogeneticModel):
                 f"attached model extra state: expected lifecycles for slots {self.slot_ids()}, got {slots!r:.120}"
             )
         device = self._device()
-        # Recreated seeds get fresh weights (the state_dict's tensors load next): keep the caller's RNG as it was.
-        with torch.random.fork_rng(devices=[]):
+        # Recreated seeds get fresh weights, which the state_dict's tensors replace next: those
+        # draws go to a throwaway generator, not the caller's.
+        with discarded_draws():
             # Every record is tried on a spare slot first, so a bad one changes no slot.
             for slot in self.slots():
                 spare = SeedSlot(slot.slot_id, slot.shape, gates=slot.gate_config, registry=slot.registry)

@@ -19,7 +19,9 @@ Two tasks share the data:
 
 from __future__ import annotations
 
-import random
+import subprocess
+import sys
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -63,23 +65,55 @@ def cache_path(cache_dir: Path) -> Path:
     return cache_dir / "mnist1d" / f"mnist1d-{args_key(key_args)}.npz"
 
 
-def _generate() -> dict[str, np.ndarray]:
-    from mnist1d import data as mnist1d_data
+# The child process: generate with the package's defaults and write the four arrays.
+_GENERATE_IN_CHILD = """
+import sys
+import numpy as np
+from mnist1d.data import get_dataset_args, make_dataset
+data = make_dataset(get_dataset_args())
+np.savez(sys.argv[1], **{name: np.asarray(data[name]) for name in ("x", "y", "x_test", "y_test")})
+"""
+# Generation takes a few seconds; the bound only stops a hung child.
+_GENERATE_TIMEOUT_S = 600
 
-    args, _ = _generation_args()
-    # The generator reseeds Python's and NumPy's global RNGs; restore them so
-    # loading data never changes the random stream of the caller.
-    python_state, numpy_state = random.getstate(), np.random.get_state()
-    try:
-        dataset = mnist1d_data.make_dataset(args)
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
+
+def _generate() -> dict[str, np.ndarray]:
+    """Run the package's generator in a child process and read its arrays.
+
+    `make_dataset` takes no generator: it reseeds Python's and NumPy's global
+    generators (`random.seed`, `np.random.seed`) and draws from NumPy's. In a
+    child process those are the child's, so loading data never touches this
+    process's generators (no saving and restoring around it either). The
+    child uses the same interpreter and the same installed package, so the
+    data is the one the package generates in any process.
+    """
+    if not sys.executable:
+        raise RuntimeError("MNIST-1D generation: no Python interpreter path (sys.executable) to run the generator")
+    with tempfile.TemporaryDirectory(prefix="esper-mnist1d-") as directory:
+        path = Path(directory) / "mnist1d.npz"
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", _GENERATE_IN_CHILD, str(path)],
+                capture_output=True,
+                text=True,
+                timeout=_GENERATE_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"MNIST-1D generation: no result within {_GENERATE_TIMEOUT_S} s") from None
+        if result.returncode != 0:
+            lines = result.stderr.strip().splitlines()
+            raise RuntimeError(
+                f"MNIST-1D generation failed (exit status {result.returncode}): "
+                f"{lines[-1] if lines else 'no error output'}"
+            )
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in _ARRAYS}
     return {
-        "x": np.asarray(dataset["x"], dtype=np.float32),
-        "y": np.asarray(dataset["y"], dtype=np.int64),
-        "x_test": np.asarray(dataset["x_test"], dtype=np.float32),
-        "y_test": np.asarray(dataset["y_test"], dtype=np.int64),
+        "x": np.asarray(arrays["x"], dtype=np.float32),
+        "y": np.asarray(arrays["y"], dtype=np.int64),
+        "x_test": np.asarray(arrays["x_test"], dtype=np.float32),
+        "y_test": np.asarray(arrays["y_test"], dtype=np.int64),
     }
 
 

@@ -1,34 +1,42 @@
-"""A run's own random generators (Python, NumPy, torch), created from its seed.
+"""A run's own random generators (Python, NumPy, torch on CPU and CUDA), created from its seed.
 
-A run never reseeds the process: two runs in one process (vectorised RL
-environments, `esper evaluate` workers) and the code around them each keep
-their own streams. The generators are saved in the run's checkpoint and
-restored on resume, so a resumed run draws exactly what the uninterrupted one
-would have.
+A run never reseeds the process and never lends its state to torch's global
+generator: two runs in one process (vectorised RL environments, `esper
+evaluate` workers) and the code around them each keep their own streams.
+
+Code that can take a generator is given one. Torch code that cannot (a
+module's constructor initialising its weights, dropout in a forward pass)
+runs inside the run's `stream()`, an `esper.random_stream.RunStream` that
+hands each such op the run's generator for the op's device; the run checks
+after each of its steps that torch's global generator did not move. The
+generators are saved in the run's checkpoint and restored on resume, so a
+resumed run draws exactly what the uninterrupted one would have.
 
 Seeding is the same as the process-wide seeding it replaces: `random.Random(s)`,
 `RandomState(s)` and `torch.Generator().manual_seed(s)` produce the streams of
-`random.seed(s)`, `np.random.seed(s)` and `torch.manual_seed(s)`, so runs are
-bit-identical to before.
+`random.seed(s)`, `np.random.seed(s)` and `torch.manual_seed(s)`, and the
+stream routes every draw to the CPU generator in the order torch would have
+made it, so runs on CPU are bit-identical to runs that owned the process's
+generators. The CUDA generator is created (seeded with the run's seed, as
+`torch.manual_seed` seeds CUDA) the first time the run draws on a CUDA device.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import torch
 
 from esper.checkpoints.run_state import RngState
+from esper.random_stream import RunStream
 
 __all__ = ["RunGenerators"]
 
 
 class RunGenerators:
-    """`python`, `numpy` and `torch` generators of one run.
+    """`python`, `numpy` and `torch` (CPU) generators of one run, and its CUDA generator once it draws there.
 
     Nothing in a run draws from Python's or NumPy's generators today (batch
     order and the random controller have seeded generators of their own); they
@@ -38,43 +46,51 @@ class RunGenerators:
     def __init__(self, seed: int) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"run seed: expected an int >= 0, got {seed!r}")
+        self.seed = seed
         self.python = random.Random(seed)
         # NumPy's legacy seeding takes 32 bits (the run config keeps seeds below 2**32).
         self.numpy = np.random.RandomState(seed % 2**32)
         self.torch = torch.Generator().manual_seed(seed)
-        self._lent = False
+        self._cuda: torch.Generator | None = None
+        # A CUDA state restored from a checkpoint before this process drew on CUDA (or on a
+        # machine without CUDA): it becomes the CUDA generator's state when that is created.
+        self._cuda_state: torch.Tensor | None = None
 
-    @contextmanager
-    def torch_default(self) -> Iterator[None]:
-        """Inside the block, torch's default CPU generator draws this run's stream.
+    def generator_for(self, device: torch.device) -> torch.Generator:
+        """The run's generator for `device`: the CPU one, or the CUDA one (one CUDA device per run)."""
+        if device.type == "cpu":
+            return self.torch
+        if device.type != "cuda":
+            raise ValueError(
+                f"a run draws random numbers on cpu or cuda only, not on {device} (it owns no generator there)"
+            )
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        if self._cuda is None:
+            generator = torch.Generator(device=torch.device("cuda", index)).manual_seed(self.seed)
+            if self._cuda_state is not None:
+                generator.set_state(self._cuda_state)
+                self._cuda_state = None
+            self._cuda = generator
+        elif self._cuda.device.index != index:
+            raise ValueError(
+                f"a run draws on one CUDA device: it has drawn on {self._cuda.device}, now asked for cuda:{index}"
+            )
+        return self._cuda
 
-        nn.Module constructors (a host's or a blueprint's initial weights) and
-        dropout take no generator argument: they draw from torch's default
-        generator. Rather than re-implementing every module's initialisation,
-        the run lends its generator's state to the default one for the span of
-        its own model code and takes the advanced state back afterwards;
-        `fork_rng` gives the caller's default generator back untouched. The
-        draws are those a process seeded with the run's seed would make, in
-        the same order.
-        """
-        if self._lent:  # already inside a block: the default generator is drawing this stream
-            yield
-            return
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.torch.get_state())
-            self._lent = True
-            try:
-                yield
-            finally:
-                self._lent = False
-                self.torch.set_state(torch.get_rng_state())
+    def stream(self) -> RunStream:
+        """A context in which torch's random ops without a generator draw from this run's generators."""
+        return RunStream(self.generator_for)
 
     def state_dict(self) -> dict[str, Any]:
-        """The three states as checkpoint primitives (the layout `esper.checkpoints.run_state` validates)."""
+        """The states as checkpoint primitives (the layout `esper.checkpoints.run_state` validates).
+
+        `cuda` is None until the run has drawn on CUDA (or restored a CUDA state).
+        """
         py_version, py_state, py_gauss = self.python.getstate()
         numpy_state = self.numpy.get_state(legacy=True)
         assert isinstance(numpy_state, tuple)  # legacy=True: (name, keys, pos, has_gauss, gauss)
         np_name, np_keys, np_pos, np_has_gauss, np_gauss = numpy_state
+        cuda = self._cuda.get_state() if self._cuda is not None else self._cuda_state
         return {
             "python": [py_version, list(py_state), py_gauss],
             "numpy": [
@@ -85,6 +101,7 @@ class RunGenerators:
                 float(np_gauss),
             ],
             "torch": self.torch.get_state(),
+            "cuda": None if cuda is None else cuda.clone(),
         }
 
     def load_state(self, rng: RngState) -> None:
@@ -94,3 +111,9 @@ class RunGenerators:
         np_name, np_keys, np_pos, np_has_gauss, np_gauss = rng.numpy
         self.numpy.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
         self.torch.set_state(rng.torch)
+        if rng.cuda is None:
+            self._cuda, self._cuda_state = None, None
+        elif self._cuda is not None:
+            self._cuda.set_state(rng.cuda)
+        else:
+            self._cuda_state = rng.cuda.clone()

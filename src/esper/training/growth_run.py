@@ -31,6 +31,7 @@ from esper.control.legality import GrowthLimits
 from esper.control.registry import build_controller
 from esper.hosts import build_host
 from esper.model import MorphogeneticModel
+from esper.random_stream import draws_in_forward, global_generators_untouched
 from esper.seeds.slot import SeedSlot
 from esper.tasks import DataSplits, Task, TaskOptions
 from esper.telemetry import events as ev
@@ -57,20 +58,18 @@ def _ignore(_event: ev.TelemetryEvent) -> None:
     return None
 
 
-def _run_stream(method: Callable[Concatenate[GrowthRun, P], R]) -> Callable[Concatenate[GrowthRun, P], R]:
-    """Run `method` with torch's default generator drawing the run's own stream.
+def _own_draws(method: Callable[Concatenate[GrowthRun, P], R]) -> Callable[Concatenate[GrowthRun, P], R]:
+    """Run `method` checking that it leaves torch's global generators where they were.
 
-    Initial weights (a germinated seed's, a learned policy's network before its weights
-    load) and dropout come from torch code that takes no generator argument. Every
-    public step of the run (training, applying a decision, testing, building its
-    controller) lends it the run's generator, so the run draws what it drew when it
-    owned the process's generator, in the same order, and the caller's stream is
-    left alone.
+    Every draw of a run comes from its own generators (`self.generators`): given
+    explicitly, or routed by the run's stream where torch code takes none. A
+    step that moved the global generator drew something the run does not own
+    (and would depend on the process around it): GlobalGeneratorTouched names the step.
     """
 
     @functools.wraps(method)
     def wrapper(self: GrowthRun, /, *args: P.args, **kwargs: P.kwargs) -> R:
-        with self.generators.torch_default():
+        with global_generators_untouched(f"GrowthRun.{method.__name__}"):
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -100,14 +99,15 @@ class GrowthRun:
         self.max_batches = plan.max_batches_per_epoch
         self.device = torch.device(plan.device)
         torch.set_num_threads(plan.threads)
-        # Every draw of the run (initial weights, seeds' weights, dropout) comes from these.
+        # Every draw of the run (initial weights, seeds' weights, dropout) comes from these
+        # (through `self.generators.stream()` where torch takes no generator argument).
         self.generators = RunGenerators(plan.seed)
         self.splits = splits if splits is not None else self.task.load_data(self._task_options(plan))
         # The host's output size comes from the data: the plan is complete once the data is known.
         self.plan = plan.sized_for(self.splits.num_classes)
         if model is None:
-            with self.generators.torch_default():  # the initial weights
-                host = build_host(self.plan.host.kind, dict(self.plan.host.config))
+            with global_generators_untouched("building the run's host"), self.generators.stream():
+                host = build_host(self.plan.host.kind, dict(self.plan.host.config))  # the initial weights
                 model = MorphogeneticModel(host, gates=plan.gates)
         self.model = model.to(self.device)
         self.blueprints = list(plan.blueprints)
@@ -213,10 +213,15 @@ class GrowthRun:
         return self.epoch_pass().evaluate(self, dataset)
 
     def _train_pass(self) -> tuple[float, float]:
+        if draws_in_forward(self.model):
+            # Dropout draws in every training forward: the stream routes it (and costs a Python
+            # call per torch op, so a model without such modules trains without it).
+            with self.generators.stream():
+                return train_pass(self, self.epoch_pass())
         return train_pass(self, self.epoch_pass())
 
 
-    @_run_stream
+    @_own_draws
     def train_epoch(self) -> EpochSignals:
         """Train one epoch, validate, let the governor act, then the growth step up to the signals.
 
@@ -315,25 +320,27 @@ class GrowthRun:
         )
 
     # ---------------------------------------------------------------- actions
-    @_run_stream
+    @_own_draws
     def make_controller(self) -> Controller:
         """The controller the plan names, configured by the plan.
 
-        Built from the run's generator: a learned policy's network is constructed (its initial
+        Built in the run's stream: a learned policy's network is constructed (its initial
         weights drawn, then replaced by the saved ones) before its weights load, and those draws
         have always been part of the run's stream.
         """
-        return build_controller(
-            self.plan.controller,
-            blueprints=self.blueprints,
-            limits=self.limits,
-            seed=self.plan.seed,
-            heuristic=self.plan.heuristic,
-        )
+        with self.generators.stream():
+            return build_controller(
+                self.plan.controller,
+                blueprints=self.blueprints,
+                limits=self.limits,
+                seed=self.plan.seed,
+                heuristic=self.plan.heuristic,
+            )
 
-    @_run_stream
+    @_own_draws
     def apply(self, decision: Decision, controller: str) -> Outcome:
-        outcome = execute(self.model, decision, self.blueprints, self.limits)
+        with self.generators.stream():  # a germinated seed's initial weights (and its shape probe)
+            outcome = execute(self.model, decision, self.blueprints, self.limits)
         self.optimizers.sync_with_model()
         if self._fossilized_this_epoch:
             self.governor.take_snapshot(self.model, self.epoch)
@@ -354,7 +361,7 @@ class GrowthRun:
     def finished(self) -> bool:
         return self.epoch >= self.epochs
 
-    @_run_stream
+    @_own_draws
     def test(self) -> tuple[float, float]:
         with eval_mode(self.model):
             result = self._evaluate(self.splits.test)
