@@ -11,7 +11,7 @@ passes through it first. A random op called without a generator gets one, the
 caller's for the op's device, and draws exactly what it would have drawn from
 a global generator in the same state. Ops that draw but take no generator
 argument are either computed the same way with one (`F.dropout`,
-`torch.dropout`, `F.rrelu`, `F.scaled_dot_product_attention` with dropout; checked
+`torch.dropout`, the channel-wise `F.dropout1d/2d/3d`, `F.rrelu`, `F.scaled_dot_product_attention` with dropout; checked
 bit-identical, values and gradients, in the tests) or refused with
 `UnroutedRandomOp` naming the op, never left to draw from the global
 generator. Anything this module does not know about is caught afterwards by
@@ -115,6 +115,22 @@ def _dropout(input: torch.Tensor, p: float, inplace: bool, generator: torch.Gene
     return input.mul_(noise) if inplace else input * noise
 
 
+def _feature_dropout(input: torch.Tensor, p: float, inplace: bool, generator: torch.Generator) -> torch.Tensor:
+    """Channel-wise dropout (`Dropout1d/2d/3d`), as torch's kernel computes it.
+
+    One Bernoulli(1 - p) draw per (sample, channel), shaped (N, C, 1, ...) so it
+    broadcasts over the positions, divided by 1 - p, then one multiplication:
+    bit-identical to `torch.feature_dropout` drawing from a generator in the same state.
+    """
+    if p == 1.0:
+        zero = torch.zeros((), dtype=input.dtype, device=input.device)
+        return input.mul_(zero) if inplace else input * zero
+    shape = (input.size(0), input.size(1), *([1] * (input.dim() - 2)))
+    noise = input.new_empty(shape).bernoulli_(1.0 - p, generator=generator)
+    noise.div_(1.0 - p)
+    return input.mul_(noise) if inplace else input * noise
+
+
 def _attention(
     query: torch.Tensor,
     key: torch.Tensor,
@@ -214,6 +230,36 @@ def _torch_dropout(stream: RunStream, func: Any, args: tuple[Any, ...], kwargs: 
     return _dropout(input, p, func is torch.dropout_, stream.generator(input.device))
 
 
+# F.dropout1d and F.dropout3d add a batch dimension to an unbatched input (2-D, 4-D) and
+# remove it afterwards; dropout1d refuses other ranks. F.dropout2d takes the input as it is.
+_FEATURE_BATCHED_DIM = {F.dropout1d: 3, F.dropout2d: None, F.dropout3d: 5}
+
+
+def _functional_feature_dropout(stream: RunStream, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    bound = _F_FEATURE_ARGS[func](args, kwargs)
+    input, p, inplace = bound["input"], bound["p"], bound["inplace"]
+    if not bound["training"] or not 0.0 < p <= 1.0 or input.numel() == 0:
+        return func(*args, **kwargs)  # draws nothing (or raises torch's own error)
+    if func is F.dropout1d and input.dim() not in (2, 3):
+        return func(*args, **kwargs)  # torch's own error for the rank
+    batched_dim = _FEATURE_BATCHED_DIM[func]
+    unbatched = batched_dim is not None and input.dim() == batched_dim - 1
+    if unbatched:
+        input = input.unsqueeze_(0) if inplace else input.unsqueeze(0)
+    result = _feature_dropout(input, p, inplace, stream.generator(input.device))
+    if unbatched:
+        result = result.squeeze_(0) if inplace else result.squeeze(0)
+    return result
+
+
+def _torch_feature_dropout(stream: RunStream, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    bound = _TRAIN_ARGS(args, kwargs)
+    input, p = bound["input"], bound["p"]
+    if not bound["train"] or not 0.0 < p <= 1.0 or input.numel() == 0 or input.dim() < 2:
+        return func(*args, **kwargs)
+    return _feature_dropout(input, p, func is torch.feature_dropout_, stream.generator(input.device))
+
+
 def _functional_rrelu(stream: RunStream, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     bound = _F_RRELU_ARGS(args, kwargs)
     input = bound["input"]
@@ -263,19 +309,23 @@ def _train_dropout(bound: dict[str, Any]) -> bool:
 
 _F_DROPOUT_ARGS = _signature_binder(F.dropout)
 _F_RRELU_ARGS = _signature_binder(F.rrelu)
+_F_FEATURE_ARGS = {function: _signature_binder(function) for function in _FEATURE_BATCHED_DIM}
 _HANDLERS: dict[Any, Handler] = {
     F.dropout: _functional_dropout,
     torch.dropout: _torch_dropout,
     torch.dropout_: _torch_dropout,
     F.scaled_dot_product_attention: _sdpa,
+    **{function: _functional_feature_dropout for function in _FEATURE_BATCHED_DIM},
+    torch.feature_dropout: _torch_feature_dropout,
+    torch.feature_dropout_: _torch_feature_dropout,
     **{
         function: _refuse_when(_signature_binder(function), _training_dropout, "in training with p > 0 draws a mask")
-        for function in (F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout)
+        for function in (F.alpha_dropout, F.feature_alpha_dropout)
     },
     **{
         function: _refuse_when(_TRAIN_ARGS, _train_dropout, "in training with p > 0 draws a mask")
         for function in (
-            torch.feature_dropout, torch.feature_dropout_, torch.alpha_dropout, torch.alpha_dropout_,
+            torch.alpha_dropout, torch.alpha_dropout_,
             torch.feature_alpha_dropout, torch.feature_alpha_dropout_, torch.native_dropout,
         )
     },

@@ -213,14 +213,52 @@ def test_rrelu_in_training_is_bit_identical() -> None:
 
 
 @pytest.mark.parametrize(
+    ("call", "shape"),
+    [
+        ("dropout1d", (4, 6, 9)),
+        ("dropout1d", (6, 9)),  # unbatched: a batch dimension is added and removed
+        ("module1d", (4, 6, 9)),
+        ("dropout2d", (4, 6, 3, 3)),
+        ("module2d", (4, 6, 3, 3)),
+        ("dropout3d", (3, 6, 2, 2, 2)),
+        ("dropout3d", (6, 2, 2, 2)),
+        ("feature_dropout", (4, 6, 5)),
+    ],
+)
+@pytest.mark.parametrize("p", [0.3, 1.0])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_channel_dropout_is_bit_identical_values_and_gradients(
+    call: str, shape: tuple[int, ...], p: float, inplace: bool
+) -> None:
+    base = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    weights = torch.arange(float(base.numel())).reshape(shape)
+
+    def run() -> list[torch.Tensor]:
+        x = base.clone().requires_grad_()
+        y = x * 1.5  # a non-leaf, so the in-place form is legal under autograd
+        if call == "module1d":
+            out = nn.Dropout1d(p, inplace=inplace)(y)
+        elif call == "module2d":
+            out = nn.Dropout2d(p, inplace=inplace)(y)
+        elif call == "feature_dropout":
+            out = (torch.feature_dropout_ if inplace else torch.feature_dropout)(y, p, True)
+        else:
+            out = getattr(F, call)(y, p, True, inplace)
+        (out * weights).sum().backward()
+        assert x.grad is not None
+        return [out.detach(), x.grad, torch.rand(2)]
+
+    routed, reference = _both(run)
+    assert _same(routed, reference)
+    assert not torch.equal(routed[0], base * 1.5) or p == 0.0  # it dropped something
+
+
+@pytest.mark.parametrize(
     ("name", "op"),
     [
-        ("dropout2d", lambda x: F.dropout2d(x, 0.5)),
-        ("dropout1d", lambda x: nn.Dropout1d(0.5)(x)),
         ("alpha_dropout", lambda x: F.alpha_dropout(x, 0.5, training=True)),
         ("feature_alpha_dropout", lambda x: F.feature_alpha_dropout(x, 0.5, training=True)),
         ("native_dropout", lambda x: torch.native_dropout(x, 0.5, True)),
-        ("feature_dropout", lambda x: torch.feature_dropout(x, 0.5, True)),
         ("gumbel_softmax", lambda x: F.gumbel_softmax(x)),
         ("fractional_max_pool2d", lambda x: F.fractional_max_pool2d(x, 2, output_size=2)),
         ("fractional_max_pool3d", lambda x: F.fractional_max_pool3d(x[None], 2, output_size=1, return_indices=True)),
