@@ -40,3 +40,12 @@ def test_no_group_and_a_gloo_group_collect_on_the_cpu() -> None:
         assert collective_device() == torch.device("cpu")
     finally:
         dist.destroy_process_group()
+
+
+def test_rows_gathered_together_must_share_their_rows_and_fit_float64() -> None:
+    from esper.growth_rl.rank_sync import gather_row_sets
+
+    with pytest.raises(ValueError, match=r"tensor 1: expected 2 rows \(as tensor 0\), got shape \(3,\)"):
+        gather_row_sets(torch.zeros(2, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"tensor 0: dtype torch\.int64 does not fit float64 exactly"):
+        gather_row_sets(torch.zeros(2, dtype=torch.long))

@@ -87,14 +87,6 @@ def _normalized(advantages: Tensor, total: float, squares: float, count: float) 
     return (advantages - mean) / (std + 1e-8)
 
 
-def normalize_advantages(advantages: Tensor) -> Tensor:
-    return _normalized(advantages, *all_reduce_sums(_advantage_moments(advantages)))
-
-
-def global_mean(value: float) -> float:
-    return all_reduce_sums([value])[0] / world_size()
-
-
 def minibatch_statistics(
     approx_kl: float, clip_fraction: float, advantages: Tensor | None
 ) -> tuple[float, float, Tensor | None]:
