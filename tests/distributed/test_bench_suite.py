@@ -9,6 +9,7 @@ from esper.bench.distributed_scaling import (
     USEFUL_SHARE_GOAL,
     ceiling_worker,
     distributed_scaling,
+    ppo_env_ceiling_worker,
     train_config,
 )
 from esper.bench.timing import BenchSettings, TimingPlan
@@ -22,6 +23,7 @@ METRICS = {
     "ddp_ppo_speedup_vs_2_threads",
     "ddp_ppo_speedup_end_to_end",
     "parallel_ceiling",
+    "ppo_env_ceiling",
     "ppo_useful_share",
 }
 
@@ -66,6 +68,21 @@ def test_ceiling_worker_waits_for_go_and_reports_its_span(
 
     monkeypatch.setattr("sys.stdin", io.StringIO("go\n"))
     ceiling_worker(2, tiny=True)
+    ready, span = capsys.readouterr().out.splitlines()
+    assert ready == "ready"
+    start, end = (float(v) for v in span.split())
+    assert end > start
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ppo_env_ceiling_worker_steps_its_share_after_go(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("go\n"))
+    ppo_env_ceiling_worker(2, 2, tiny=True)  # the second half of the 4 environments
     ready, span = capsys.readouterr().out.splitlines()
     assert ready == "ready"
     start, end = (float(v) for v in span.split())

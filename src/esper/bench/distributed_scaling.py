@@ -25,6 +25,11 @@ processes, interleaved round by round so drifting load hits all of them alike.
   forward+backward steps of the training workload's host, in 1 process vs split over 2
   independent processes that never communicate. If this is below the goal, no distributed code
   can reach it on this machine.
+- ppo_env_ceiling: the same limit for the PPO workload's own environment work: its 4 environments
+  stepped through one episode of WAIT actions (host training, validation, observations, the
+  next episode's reset), in 1 process vs 2 independent processes of 2 environments each. The
+  environments' small host models scale worse across processes than the wide host, so this
+  is the ceiling ddp_ppo_speedup is to be read against.
 - ppo_useful_share: in one PPO round (environments in this process), the time spent training
   the environments' host models (GrowthRun.train_epoch) over the round's wall time; the rest is
   observation/reward building, policy inference, the PPO update and overhead. Reported as a
@@ -42,7 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +62,7 @@ __all__ = [
     "USEFUL_SHARE_GOAL",
     "ceiling_worker",
     "distributed_scaling",
+    "ppo_env_ceiling_worker",
     "train_config",
 ]
 
@@ -128,7 +135,8 @@ def train_config(tiny: bool, threads: int) -> dict[str, Any]:
     }
 
 
-PPO_BENCH_CONFIG = """envs = 4
+_PPO_ENVS = 4
+PPO_BENCH_CONFIG = """envs = {envs}
 rounds = 2
 episode_length = {length}
 workers = 0
@@ -143,7 +151,7 @@ rounds = 0
 
 
 def _ppo_config(tiny: bool, threads: int) -> str:
-    return PPO_BENCH_CONFIG.format(length=2 if tiny else 4, batches=1 if tiny else 30, threads=threads)
+    return PPO_BENCH_CONFIG.format(envs=_PPO_ENVS, length=2 if tiny else 4, batches=1 if tiny else 30, threads=threads)
 
 
 class _Times:
@@ -252,16 +260,53 @@ def ceiling_worker(steps: int, tiny: bool) -> None:
     print(f"{started} {time.monotonic()}", flush=True)
 
 
+def ppo_env_ceiling_worker(offset: int, count: int, tiny: bool) -> None:
+    """Say 'ready', wait for a line on stdin, step environments offset..offset+count-1 of the PPO
+    workload through one episode of WAIT actions, print the start and end of the work
+    (CLOCK_MONOTONIC)."""
+    import torch
+
+    from esper.contracts.actions import HEAD_INDEX
+    from esper.growth_rl.training import PPORunConfig
+    from esper.growth_rl.vector_env import VectorGrowthEnv
+
+    torch.set_num_threads(1)
+    config = PPORunConfig.model_validate(tomllib.loads(_ppo_config(tiny, threads=1)))
+    envs = VectorGrowthEnv([config.env_config()] * count, 0, base_seed=config.seed, shard=(offset, config.envs))
+    envs.reset()  # data loading and the first epoch out of the timed work, as before a PPO round
+    wait = torch.zeros(count, len(HEAD_INDEX), dtype=torch.long)  # index 0 of every head: WAIT
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.monotonic()
+    for _ in range(config.episode_length):
+        envs.step(wait)
+    print(f"{started} {time.monotonic()}", flush=True)
+    envs.close()
+
+
 def _ceiling_run(processes: int, tiny: bool) -> float:
-    """Wall ms from the first process starting its share of the work to the last one ending."""
     steps = PARALLEL_WORK // processes
     code = f"from esper.bench.distributed_scaling import ceiling_worker; ceiling_worker({steps}, {tiny})"
+    return _span_run([code] * processes)
+
+
+def _ppo_env_ceiling_run(processes: int, tiny: bool) -> float:
+    count = _PPO_ENVS // processes
+    return _span_run([
+        f"from esper.bench.distributed_scaling import ppo_env_ceiling_worker; "
+        f"ppo_env_ceiling_worker({index * count}, {count}, {tiny})"
+        for index in range(processes)
+    ])  # fmt: skip
+
+
+def _span_run(codes: list[str]) -> float:
+    """Wall ms from the first process starting its share of the work to the last one ending."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
-        for _ in range(processes)
+        for code in codes
     ]
     try:
         for worker in workers:
@@ -287,13 +332,17 @@ def _ceiling_run(processes: int, tiny: bool) -> float:
     return (max(end for _, end in spans) - min(start for start, _ in spans)) * 1000.0
 
 
-def _parallel_ceiling(settings: BenchSettings) -> dict[str, Any]:
+def _ceiling_pairs(settings: BenchSettings, run: Callable[[int, bool], float]) -> PairTiming:
     one: list[float] = []
     two: list[float] = []
     for _ in range(_rounds(settings)):
-        one.append(_ceiling_run(1, settings.tiny))
-        two.append(_ceiling_run(2, settings.tiny))
-    timing = PairTiming(ours_ms=tuple(two), plain_ms=tuple(one), calls=1, warmup=0, clock="wall")
+        one.append(run(1, settings.tiny))
+        two.append(run(2, settings.tiny))
+    return PairTiming(ours_ms=tuple(two), plain_ms=tuple(one), calls=1, warmup=0, clock="wall")
+
+
+def _parallel_ceiling(settings: BenchSettings) -> dict[str, Any]:
+    timing = _ceiling_pairs(settings, _ceiling_run)
     work = f"{PARALLEL_WORK} forward+backward steps of the training workload's host"
     return summarise(
         {"independent-processes": (f"1 process / 2 independent processes, {work}; {_load()}", timing)},
@@ -301,6 +350,18 @@ def _parallel_ceiling(settings: BenchSettings) -> dict[str, Any]:
         goal=None,
         definition="the same compute in 1 process / split over 2 processes that never communicate "
         "(the machine's ceiling for any 2-process speedup)",
+    )
+
+
+def _ppo_env_ceiling(settings: BenchSettings) -> dict[str, Any]:
+    timing = _ceiling_pairs(settings, _ppo_env_ceiling_run)
+    work = f"{_PPO_ENVS} envs of the ddp_ppo workload, one episode of WAIT actions"
+    return summarise(
+        {"independent-processes": (f"1 process / 2 independent processes, {work}; {_load()}", timing)},
+        kind="speedup",
+        goal=None,
+        definition="the PPO workload's environment work in 1 process / split over 2 processes that never "
+        "communicate (the ceiling for ddp_ppo_speedup on this machine)",
     )
 
 
@@ -367,5 +428,6 @@ def distributed_scaling(settings: BenchSettings) -> dict[str, dict[str, Any]]:
         **_train_scaling(settings),
         **_ppo_scaling(settings),
         "parallel_ceiling": _parallel_ceiling(settings),
+        "ppo_env_ceiling": _ppo_env_ceiling(settings),
         "ppo_useful_share": _ppo_share(settings),
     }

@@ -8,16 +8,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from esper.distributed.group import active, is_main
+from esper.distributed.group import active, collective_device, is_main
 
 T = TypeVar("T")
-
-
-def _collective_device() -> torch.device:
-    # NCCL moves only CUDA tensors; gloo only CPU ones.
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def all_reduce_sums(values: Sequence[float]) -> list[float]:
@@ -25,7 +18,7 @@ def all_reduce_sums(values: Sequence[float]) -> list[float]:
     and summed counts by the caller, never averaged across ranks."""
     if not active():
         return [float(v) for v in values]
-    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_collective_device())
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=collective_device())
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return [float(v) for v in tensor.cpu()]
 
@@ -34,7 +27,7 @@ def all_reduce_tensor_sum(tensor: torch.Tensor) -> torch.Tensor:
     """A summed copy of `tensor` (float64) over all ranks."""
     if not active():
         return tensor
-    work = tensor.detach().to(device=_collective_device(), dtype=torch.float64).clone()
+    work = tensor.detach().to(device=collective_device(), dtype=torch.float64).clone()
     dist.all_reduce(work, op=dist.ReduceOp.SUM)
     return work.to(tensor.device)
 
@@ -44,7 +37,7 @@ def broadcast_object(value: T) -> T:
     if not active():
         return value
     box: list[T] = [value]
-    dist.broadcast_object_list(box, src=0, device=_collective_device())
+    dist.broadcast_object_list(box, src=0, device=collective_device())
     return box[0]
 
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from esper.distributed.group import active
+from esper.distributed.group import active, collective_device
 
 
 def _signature(model: nn.Module) -> tuple[tuple[str, int, bool], ...]:
@@ -66,6 +66,13 @@ def broadcast_buffers(model: nn.Module) -> None:
     """
     if not active():
         return
+    device = collective_device()
     with torch.no_grad():
         for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
+            if buffer.device == device:
+                dist.broadcast(buffer, src=0)
+                continue
+            # A buffer off the backend's device travels through a copy on it.
+            work = buffer.to(device)
+            dist.broadcast(work, src=0)
+            buffer.copy_(work)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -100,6 +100,41 @@ def init_from_env(device: str = "cpu") -> bool:
         backend = "nccl"
     dist.init_process_group(backend=backend, init_method="env://", timeout=_timeout())
     return True
+
+
+# Backends whose collectives move CPU tensors; NCCL moves only CUDA tensors.
+_CPU_BACKENDS = frozenset({"gloo", "mpi"})
+
+
+def collective_device_for(backend: str, cuda_index: Callable[[], int] = torch.cuda.current_device) -> torch.device:
+    """Where the tensors of a collective must live for process-group `backend`.
+
+    gloo (and mpi): the CPU. nccl: the rank's current CUDA device (`init_from_env` set it to
+    LOCAL_RANK), read through `cuda_index`. A per-device backend string such as
+    "cpu:gloo,cuda:nccl" serves CPU tensors, so the CPU is used (no copy to the GPU).
+    """
+    parts = [part.strip() for part in backend.lower().split(",") if part.strip()]
+    if not parts:
+        raise DistributedSetupError(f"process-group backend {backend!r}: expected a backend name such as gloo or nccl")
+    if len(parts) > 1 or ":" in parts[0]:
+        devices = {part.partition(":")[0] for part in parts}
+        if "cpu" in devices:
+            return torch.device("cpu")
+        if devices == {"cuda"}:
+            return torch.device("cuda", cuda_index())
+        raise DistributedSetupError(f"process-group backend {backend!r}: serves neither CPU nor CUDA tensors")
+    if parts[0] in _CPU_BACKENDS:
+        return torch.device("cpu")
+    if parts[0] == "nccl":
+        return torch.device("cuda", cuda_index())
+    raise DistributedSetupError(f"process-group backend {backend!r}: expected gloo, mpi or nccl")
+
+
+def collective_device() -> torch.device:
+    """The device of this process group's collective tensors (the CPU when there is no group)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return torch.device("cpu")
+    return collective_device_for(str(dist.get_backend()))
 
 
 def device_for(device: str) -> str:

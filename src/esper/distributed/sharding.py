@@ -17,7 +17,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from esper.distributed.group import rank, world_size
+from esper.distributed.group import active, rank, world_size
+
+
+def _share() -> tuple[int, int]:
+    """(this rank, the ranks) that split the data; (0, 1) outside a process group and inside a
+    `local_scope`, where a rank's own runs (a PPO environment's host model) take all of it, as they
+    would on one process."""
+    return (rank(), world_size()) if active() else (0, 1)
 
 
 class ShardingError(ValueError):
@@ -43,7 +50,7 @@ def sharded_epoch_batches(
     device: torch.device,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """This rank's batches of epoch `epoch` (global batch `batch_size`)."""
-    world, me = world_size(), rank()
+    me, world = _share()
     local = per_rank_batch_size(batch_size, world)
     x, y = dataset.tensors
     # The same generator as the single-process order, so the global order does not depend on world.
@@ -65,8 +72,8 @@ def sharded_epoch_batches(
 
 def evaluation_shard(dataset: TensorDataset) -> TensorDataset:
     """Every world-th example from this rank on (all of it on one process)."""
-    world = world_size()
+    me, world = _share()
     if world == 1:
         return dataset
     x, y = dataset.tensors
-    return TensorDataset(x[rank() :: world], y[rank() :: world])
+    return TensorDataset(x[me::world], y[me::world])

@@ -68,21 +68,24 @@ def collect_demonstrations(
     n = vec.n_envs
     buffers: list[RolloutBuffer] = []
     zeros = torch.zeros(n)
+    all_obs: torch.Tensor | None = None  # under torchrun: every rank's pending raw observations
     with torch.no_grad(), vec.muted():
         obs_raw, masks = vec.reset(episode=DEMO_EPISODE_OFFSET)
         for _ in range(config.rounds):
             buffer = RolloutBuffer(n, episode_length, policy.obs_dim, policy.action_space)
             buffer.start(policy.initial_state(n))
             for _ in range(episode_length):
-                if trainer.obs_normalizer is not None and distributed.active():
+                if trainer.obs_normalizer is not None and all_obs is not None:
+                    trainer.obs_normalizer.update(all_obs)  # every rank's, gathered by the last step
+                elif trainer.obs_normalizer is not None and distributed.active():
                     dppo.update_obs_normalizer(trainer.obs_normalizer, obs_raw)
                 elif trainer.obs_normalizer is not None:
                     trainer.obs_normalizer.update(obs_raw)
                 actions = vec.expert_actions(config.expert)
                 next_obs_raw, reward, done, next_masks = vec.step(actions)
                 reward_norm = reward
-                if trainer.reward_normalizer is not None and distributed.active():
-                    reward_norm = dppo.update_reward_normalizer(trainer.reward_normalizer, reward, done)
+                if distributed.active():  # one collective per step: rewards and next observations
+                    reward_norm, all_obs = dppo.fold_step(trainer.reward_normalizer, reward, done, next_obs_raw)
                 elif trainer.reward_normalizer is not None:
                     trainer.reward_normalizer.update(reward, done)
                     reward_norm = trainer.reward_normalizer.normalize(reward)

@@ -70,6 +70,9 @@ class RolloutCarry:
     masks: ActionMasks
     state: LSTMState
     episode_return: Tensor  # (N,) raw reward summed over the current episode
+    # Under a RankSync: every rank's pending raw obs (rank order), gathered by the step that
+    # returned them, so the next rollout's first step need not gather them again.
+    all_obs: Tensor | None = None
 
 
 class RankSync(Protocol):
@@ -79,12 +82,27 @@ class RankSync(Protocol):
     PPO driver gives it one (esper.growth_rl.rank_sync.DecentralisedSync), so every rank folds all
     ranks' observations and rewards into its normalisers, normalises advantages and stops early on
     global statistics, and steps with the ranks' averaged gradients: the ranks' policies stay equal.
+    Each exchange is one collective: a rollout step's (`fold_step`), a minibatch's statistics
+    (`minibatch_statistics`) and its gradients (`average_gradients`).
     """
 
-    def fold_observations(self, normalizer: RunningMeanStd, raw: Tensor) -> None: ...
-    def fold_rewards(self, normalizer: RewardNormalizer, reward: Tensor, done: Tensor) -> Tensor: ...
-    def global_mean(self, value: float) -> float: ...
-    def normalize_advantages(self, advantages: Tensor) -> Tensor: ...
+    def fold_observations(self, normalizer: RunningMeanStd, raw: Tensor) -> None:
+        """Fold every rank's `raw` observations (rank order = env order) into `normalizer`."""
+        ...
+
+    def fold_step(
+        self, normalizer: RewardNormalizer | None, reward: Tensor, done: Tensor, next_raw: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Fold every rank's rewards and dones into `normalizer` (if any); returns this rank's
+        normalised rewards and every rank's `next_raw`, in rank order."""
+        ...
+
+    def minibatch_statistics(
+        self, approx_kl: float, clip_fraction: float, advantages: Tensor | None
+    ) -> tuple[float, float, Tensor | None]:
+        """Global mean KL and clip fraction, and `advantages` normalised with global moments."""
+        ...
+
     def average_gradients(self, parameters: Iterable[nn.Parameter]) -> None: ...
 
 
@@ -112,12 +130,16 @@ class PPOTrainer:
         n = obs.shape[0]
         return RolloutCarry(obs, masks, self.policy.initial_state(n), torch.zeros(n))
 
-    def normalize_obs(self, raw: Tensor, update: bool) -> Tensor:
+    def normalize_obs(self, raw: Tensor, update: bool, all_ranks: Tensor | None = None) -> Tensor:
+        """`raw` normalised, after folding it into the statistics when `update`. Under a RankSync the
+        statistics take every rank's observations: `all_ranks` when the caller gathered them already."""
         if self.obs_normalizer is None:
             return raw
         if update:
             # Under torchrun every rank folds in all ranks' observations (rank order = env order).
-            if self.sync is not None:
+            if all_ranks is not None:
+                self.obs_normalizer.update(all_ranks)
+            elif self.sync is not None:
                 self.sync.fold_observations(self.obs_normalizer, raw)
             else:
                 self.obs_normalizer.update(raw)
@@ -133,16 +155,18 @@ class PPOTrainer:
     ) -> tuple[RolloutCarry, list[float]]:
         """Fill `buffer` with one rollout; return the next carry and the raw returns of finished episodes."""
         obs_raw, masks, state = carry.obs, carry.masks, carry.state
+        all_obs = carry.all_obs if self.sync is not None else None
         episode_return = carry.episode_return.clone()
         finished: list[float] = []
         buffer.start(state)
         for _ in range(buffer.n_steps):
-            obs = self.normalize_obs(obs_raw, update=True)
+            obs = self.normalize_obs(obs_raw, update=True, all_ranks=all_obs)
             out = self.policy.act(obs, state, masks, generator=generator)
             next_obs_raw, reward, done, next_masks = env.step(out.actions)
             reward_norm = reward
-            if self.reward_normalizer is not None and self.sync is not None:
-                reward_norm = self.sync.fold_rewards(self.reward_normalizer, reward, done)
+            if self.sync is not None:
+                # One collective per step: the rewards' and the next observations' exchange.
+                reward_norm, all_obs = self.sync.fold_step(self.reward_normalizer, reward, done, next_obs_raw)
             elif self.reward_normalizer is not None:
                 self.reward_normalizer.update(reward, done)
                 reward_norm = self.reward_normalizer.normalize(reward)
@@ -157,7 +181,7 @@ class PPOTrainer:
         # next rollout's first step updates it and stores what it then acts on.
         last_value = self.policy.value(self.normalize_obs(obs_raw, update=False), state)
         buffer.finish(last_value, self.config.gamma, self.config.gae_lambda)
-        return RolloutCarry(obs_raw, masks, state, episode_return), finished
+        return RolloutCarry(obs_raw, masks, state, episode_return, all_obs), finished
 
     # ---- learning ------------------------------------------------------------
     def entropy_coef(self, round_index: int) -> float:
@@ -183,21 +207,24 @@ class PPOTrainer:
                 # Joint ratio over the credited heads only (their log-probs are summed in evaluate).
                 log_ratio = new.log_prob - mb.log_probs
                 ratio = log_ratio.exp()
+                advantages = mb.advantages
+                normalized: Tensor | None = None  # the globally normalised advantages, under a RankSync
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean().item()
                     clip_fraction = ((ratio - 1).abs() > cfg.clip).float().mean().item()
                     if self.sync is not None:  # every rank must stop early at the same step
-                        approx_kl = self.sync.global_mean(approx_kl)
-                        clip_fraction = self.sync.global_mean(clip_fraction)
+                        # One all-reduce with the advantages' moments (unused if the KL stops here).
+                        approx_kl, clip_fraction, normalized = self.sync.minibatch_statistics(
+                            approx_kl, clip_fraction, advantages if cfg.normalize_advantages else None
+                        )
                 kls.append(approx_kl)
                 if cfg.target_kl is not None and approx_kl > 1.5 * cfg.target_kl:
                     kl_stopped = True
                     break
 
-                advantages = mb.advantages
-                if cfg.normalize_advantages and self.sync is not None:
-                    advantages = self.sync.normalize_advantages(advantages)
-                elif cfg.normalize_advantages:
+                if normalized is not None:
+                    advantages = normalized
+                elif cfg.normalize_advantages and self.sync is None:
                     advantages = (advantages - advantages.mean()) / (advantages.std(unbiased=False) + 1e-8)
                 surrogate = -advantages * ratio
                 surrogate_clipped = -advantages * ratio.clamp(1 - cfg.clip, 1 + cfg.clip)

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-import torch.distributed as dist
-
 from esper.distributed import group
+from esper.distributed.collectives import broadcast_object
 
 T = TypeVar("T")
 
@@ -25,6 +24,4 @@ def sync_decision(decision: T) -> T:
     """Return rank 0's `decision` on every rank (a picklable primitive or dataclass)."""
     if not distributed_active():
         return decision
-    box: list[T] = [decision]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return broadcast_object(decision)  # on the backend's collective device (NCCL: the rank's GPU)
