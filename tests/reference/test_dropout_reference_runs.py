@@ -12,16 +12,11 @@ After an intended change of behaviour, regenerate and commit them:
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.reference.test_reference_runs import TEXT_CORPUS, _eager, _rounded
-
-from esper.training.config import TrainConfig
-from esper.training.trainer import run_training
+from tests.reference.test_reference_runs import _eager, check_against_reference, summary_of
 
 REFERENCE = Path(__file__).with_name("dropout_summaries.json")
 
@@ -37,26 +32,7 @@ CASES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 
 
-def _summary(name: str, tmp_path: Path) -> dict[str, Any]:
-    fields = dict(CASES[name])
-    if fields["task"] == "text":
-        corpus = tmp_path / "corpus.txt"
-        corpus.write_text(TEXT_CORPUS, encoding="utf-8")
-        fields["text_file"] = str(corpus)
-    summary = _rounded(json.loads(json.dumps(run_training(TrainConfig(**fields), out_dir=tmp_path / "run"))))
-    summary["config"].pop("text_file", None)
-    summary["plan"].pop("text_file", None)
-    return summary
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_dropout_run_matches_its_reference(name: str, tmp_path: Path) -> None:
-    summary = _summary(name, tmp_path)
-    if os.environ.get("ESPER_UPDATE_REFERENCE") == "1":
-        stored = json.loads(REFERENCE.read_text(encoding="utf-8")) if REFERENCE.is_file() else {}
-        stored[name] = summary
-        REFERENCE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        return
-    reference = json.loads(REFERENCE.read_text(encoding="utf-8"))[name]
-    assert summary == reference
+    check_against_reference(REFERENCE, name, summary_of(CASES[name], tmp_path))

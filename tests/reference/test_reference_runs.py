@@ -54,8 +54,9 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def _summary(name: str, tmp_path: Path) -> dict[str, Any]:
-    fields = dict(CASES[name])
+def summary_of(fields: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """The rounded summary of a real run of `fields` (a text case trains on TEXT_CORPUS)."""
+    fields = dict(fields)
     if fields["task"] == "text":
         corpus = tmp_path / "corpus.txt"
         corpus.write_text(TEXT_CORPUS, encoding="utf-8")
@@ -67,14 +68,17 @@ def _summary(name: str, tmp_path: Path) -> dict[str, Any]:
     return summary
 
 
+def check_against_reference(reference: Path, name: str, summary: dict[str, Any]) -> None:
+    """`summary` equals the one stored under `name` (or, with ESPER_UPDATE_REFERENCE=1, is stored)."""
+    if os.environ.get("ESPER_UPDATE_REFERENCE") == "1":
+        stored = json.loads(reference.read_text(encoding="utf-8")) if reference.is_file() else {}
+        stored[name] = summary
+        reference.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        return
+    assert summary == json.loads(reference.read_text(encoding="utf-8"))[name]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_run_matches_its_reference(name: str, tmp_path: Path) -> None:
-    summary = _summary(name, tmp_path)
-    if os.environ.get("ESPER_UPDATE_REFERENCE") == "1":
-        stored = json.loads(REFERENCE.read_text(encoding="utf-8")) if REFERENCE.is_file() else {}
-        stored[name] = summary
-        REFERENCE.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        return
-    reference = json.loads(REFERENCE.read_text(encoding="utf-8"))[name]
-    assert summary == reference
+    check_against_reference(REFERENCE, name, summary_of(CASES[name], tmp_path))
