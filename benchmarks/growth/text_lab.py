@@ -59,6 +59,7 @@ def run_one(name: str, config: Path, seed: int, extra: list[str]) -> dict:
         "name": name,
         "config": str(config),
         "extra_args": extra,
+        "experiment_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("ESPER_EXPERIMENT_")},
         "seed": seed,
         "bits_per_char": round(finished["test_loss"] / math.log(2), 4),
         "test_accuracy": round(100 * finished["test_accuracy"], 2),
