@@ -219,6 +219,21 @@ def test_load_model_reads_the_model_inside_a_run_checkpoint(tmp_path: Path) -> N
     assert_same(model, esper.load_model(path), host.example_input())
 
 
+@pytest.mark.parametrize("full_host_gradient", [False, True])
+def test_blend_full_host_gradient_roundtrips_and_is_stored_only_when_true(
+    tmp_path: Path, full_host_gradient: bool
+) -> None:
+    # Left out of the stored gates while False (as in checkpoints written before the setting
+    # existed); a missing key reads back as False, a stored True as True.
+    host = HOSTS["cnn-1d"]
+    gates = GateConfig(permissive=True, blend_full_host_gradient=full_host_gradient)
+    model = MorphogeneticModel(host.build(2), gates=gates)
+    assert ("blend_full_host_gradient" in model_payload(model)["gates"]) is full_host_gradient
+    loaded = roundtrip(model, tmp_path)
+    assert loaded.gate_config.blend_full_host_gradient is full_host_gradient
+    assert_same(model, loaded, host.example_input())
+
+
 def test_top_level_api_is_the_checkpoints_api() -> None:
     assert esper.save_model is save_model and esper.load_model is load_model
     assert issubclass(esper.CheckpointError, ValueError)

@@ -189,3 +189,57 @@ def test_blending_below_one_isolates_the_seed_input(algorithm: AlphaAlgorithm) -
     attached = grads_for(model, manual_loss(model, x, y, detach_seed_input=False))
     assert all_close(real, detached)
     assert not all_close(real, attached)
+
+
+# ------------------------------------------------- blend_full_host_gradient
+
+
+def gpt_blending(full_host_gradient: bool) -> tuple[MorphogeneticModel, MorphogeneticModel, Tensor, Tensor]:
+    """(bare host, the same host with a fresh mlp seed BLENDING at alpha 0.5, inputs, targets)."""
+    bare, x, y = gpt_model()
+    gates = GateConfig(permissive=True, g2_min_epochs=0, blend_full_host_gradient=full_host_gradient)
+    model = MorphogeneticModel(copy.deepcopy(bare.host), gates=gates)
+    slot = drive(model, "mlp", SeedStage.BLENDING, AlphaAlgorithm.ADD, 2)
+    slot.step_epoch()
+    assert slot.alpha.alpha == 0.5
+    return bare, model, x, y
+
+
+@pytest.mark.parametrize("full_host_gradient", [False, True])
+def test_blending_passes_upstream_all_or_one_minus_alpha_of_the_gradient(full_host_gradient: bool) -> None:
+    # A fresh seed's output branch is zero, so the model computes exactly the bare host's function;
+    # only the gradient reaching the layers upstream of the slot differs.
+    bare, model, x, y = gpt_blending(full_host_gradient)
+    reference = grads_for(bare, loss_of(bare, x, y))
+    real = grads_for(model, loss_of(model, x, y))
+    assert any(g.any() for g in reference)
+    share = 1.0 if full_host_gradient else 0.5
+    assert all_close(real, [share * g for g in reference])
+
+
+def test_full_host_gradient_changes_neither_the_output_nor_the_seed_gradient() -> None:
+    _, lerp_model, x, y = gpt_blending(False)
+    _, full_model, _, _ = gpt_blending(True)
+    for model in (lerp_model, full_model):
+        perturb_zero_layers(model.slot(SLOT))
+    lerp_loss, full_loss = loss_of(lerp_model, x, y), loss_of(full_model, x, y)
+    assert torch.equal(lerp_loss.detach(), full_loss.detach())
+    lerp_loss.backward()
+    full_loss.backward()
+    lerp_seed, full_seed = lerp_model.slot(SLOT).seed, full_model.slot(SLOT).seed
+    assert lerp_seed is not None and full_seed is not None
+    for (name, p), q in zip(lerp_seed.named_parameters(), full_seed.parameters(), strict=True):
+        assert p.grad is not None and q.grad is not None and torch.allclose(p.grad, q.grad), name
+    # The seed is still isolated: upstream layers get a different (larger) gradient, not the seed's.
+    assert not all_close(
+        [p.grad for p in upstream(lerp_model)],  # type: ignore[misc]
+        [p.grad for p in upstream(full_model)],  # type: ignore[misc]
+    )
+
+
+def test_full_host_gradient_is_left_out_of_dumps_while_false() -> None:
+    # Configs and run summaries written before the setting existed must read and compare the same.
+    assert "blend_full_host_gradient" not in GateConfig().model_dump(mode="json")
+    dumped = GateConfig(blend_full_host_gradient=True).model_dump(mode="json")
+    assert dumped["blend_full_host_gradient"] is True
+    assert GateConfig.model_validate(dumped).blend_full_host_gradient is True

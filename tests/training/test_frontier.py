@@ -17,7 +17,7 @@ import torch
 from esper.cli.main import main
 from esper.model import MorphogeneticModel
 from esper.tasks import default_tasks
-from esper.training.frontier import width_overrides
+from esper.training.frontier import check_growth_config, width_overrides
 from esper.training.run_io import load_run
 
 RUN_KEYS = {
@@ -286,6 +286,12 @@ def test_groups_compare_grown_runs_with_their_host_and_the_frontier() -> None:
     assert rows[0]["metric_minus_own_host"] == 0.0 and rows[0]["metric_minus_frontier"] == pytest.approx(0.0)
 
 
+def test_a_growth_config_may_set_the_seed_lifecycle_rules() -> None:
+    # Gates only act on seeds, so they cannot favour the static runs either way.
+    values = {"gates": {"blend_full_host_gradient": True, "g2_min_epochs": 1}, "max_seeds": 4}
+    assert check_growth_config(values, "test") == values
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -294,6 +300,7 @@ def test_groups_compare_grown_runs_with_their_host_and_the_frontier() -> None:
         ('[heuristic]\nrotate_blueprints = "yes"\n', "rotate_blueprints"),
         ('blueprints = "mlp"\n', "blueprints"),
         ('max_seeds = -1\n', "max_seeds"),
+        ('[gates]\nblend_full_host_gradient = "yes"\n', "blend_full_host_gradient"),
     ],
 )
 def test_a_bad_growth_config_fails_in_one_line_before_touching_disk(

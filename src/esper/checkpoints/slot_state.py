@@ -36,7 +36,9 @@ def all_required(model: type[ModelT]) -> type[ModelT]:
     """A subclass of `model` in which every field (recursively) is required.
 
     Field types, constraints and validators are kept; only defaults go, so
-    reading a checkpoint never fills a missing key in silently.
+    reading a checkpoint never fills a missing key in silently. The one
+    exception is a field whose dump leaves it out at its default (`exclude_if`):
+    its absence is how it is written, so it reads back as that default.
     """
     return _all_required(model)  # type: ignore[return-value]  # a subclass of `model`
 
@@ -48,7 +50,7 @@ def _all_required(model: type[BaseModel]) -> type[BaseModel]:
         annotation = _required_annotation(info.annotation)
         if info.metadata:
             annotation = Annotated[(annotation, *info.metadata)]
-        fields[name] = (annotation, Field())
+        fields[name] = (annotation, Field() if info.exclude_if is None else Field(default=info.default))
     derived = create_model(model.__name__, __base__=model, **fields)
     derived.__doc__ = f"{model.__name__} as stored in a checkpoint: every key required."
     return derived

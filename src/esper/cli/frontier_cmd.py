@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--growth-config", type=Path, help="TOML or JSON file of settings for the growth runs only: a "
-        "[heuristic] table, blueprints, max_seeds, seed_budget_ratio"
+        "[heuristic] table, blueprints, max_seeds, seed_budget_ratio, a [gates] table"
     )
     parser.add_argument(
         "--variant", action="append", default=[], metavar="LABEL=FILE", help="an extra growth group: the "

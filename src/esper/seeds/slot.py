@@ -8,6 +8,9 @@ Forward by stage:
 - BLENDING / HOLDING / FOSSILIZED: the alpha-weighted blend operator. While
   alpha < 1 the seed's input is detached (isolation); once alpha is 1 it is
   not, so the host layers upstream of the slot keep learning through it.
+  With a lerp blend (ADD, GATE) the detached input also leaves upstream layers
+  only (1 - alpha) of their gradient while blending, unless
+  `gates.blend_full_host_gradient` gives them all of it.
 
 Every refused action raises `LifecycleError` before anything is changed.
 """
@@ -136,6 +139,14 @@ class SeedSlot(nn.Module):
             return seed_out
         seed_in = h.detach() if self._isolated() else h
         seed_out = self.seed(seed_in)
+        if (
+            self.gate_config.blend_full_host_gradient
+            and seed_in is not h
+            and state.alpha_algorithm is not AlphaAlgorithm.MULTIPLY
+        ):
+            # `h - seed_in` is zero in value and the identity in gradient: lerp's seed term then
+            # passes upstream the alpha share of the gradient its host term does not.
+            seed_out = seed_out + (h - seed_in)
         return blend(state.alpha_algorithm, h, seed_out, seed_in, self.alpha.tensor(h), self.blend_gate)
 
     @contextmanager

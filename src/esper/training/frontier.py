@@ -67,9 +67,10 @@ FLOPS_NOTE = (
     "x 3 x the examples of every epoch in which it ran in the forward pass (after entering TRAINING, "
     "until pruned or to the end)"
 )
-# The TrainConfig fields a growth config may set: how growth decides and how far it may go.
+# The TrainConfig fields a growth config may set: how growth decides and how far it may go, and
+# the seed lifecycle's rules (`gates`: a static run has no seed, so they cannot favour growth).
 # Anything else (learning rates, epochs, the host) would make the comparison with static unfair.
-GROWTH_CONFIG_KEYS = ("heuristic", "blueprints", "max_seeds", "seed_budget_ratio")
+GROWTH_CONFIG_KEYS = ("heuristic", "blueprints", "max_seeds", "seed_budget_ratio", "gates")
 # A variant (a named set of growth settings) is a group of runs of this controller.
 VARIANT_CONTROLLER = "heuristic"
 
