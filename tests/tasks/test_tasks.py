@@ -267,6 +267,36 @@ def test_mnist1d_second_load_reads_the_cache(mnist_cache: Path, monkeypatch: pyt
         mnist1d_task_module.load_arrays_cached(mnist_cache / "empty")
 
 
+def test_mnist1d_cache_name_is_remembered_per_package_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = mnist1d_task_module.cache_path(tmp_path)
+    key_files = list((tmp_path / "mnist1d").glob("key-mnist1d-*.txt"))
+    assert len(key_files) == 1 and key_files[0].read_text(encoding="ascii").strip() in first.name
+
+    def refuse() -> None:
+        raise AssertionError("the package's arguments were read again")
+
+    monkeypatch.setattr(mnist1d_task_module, "_generation_args", refuse)
+    assert mnist1d_task_module.cache_path(tmp_path) == first  # the key file, not the package
+    # A key file holding anything but a hash is not trusted: the package is asked again.
+    key_files[0].write_text("../../etc/passwd\n", encoding="ascii")
+    with pytest.raises(AssertionError, match="read again"):
+        mnist1d_task_module.cache_path(tmp_path)
+    monkeypatch.undo()
+    assert mnist1d_task_module.cache_path(tmp_path) == first
+    assert key_files[0].read_text(encoding="ascii").strip() in first.name
+    assert [p.name for p in (tmp_path / "mnist1d").iterdir()] == [key_files[0].name]  # no temp file left
+
+
+def test_mnist1d_cache_name_without_a_writable_cache_dir(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory", encoding="utf-8")
+    # The key file cannot be written under a file: the name is still computed, nothing raised.
+    name = mnist1d_task_module.cache_path(tmp_path / "fresh").name
+    assert mnist1d_task_module.cache_path(blocked) == blocked / "mnist1d" / name
+
+
 def test_mnist1d_generation_is_deterministic_offline_and_keeps_global_rng(
     tmp_path: Path, mnist_splits: DataSplits, monkeypatch: pytest.MonkeyPatch
 ) -> None:

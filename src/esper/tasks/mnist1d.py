@@ -19,6 +19,8 @@ Two tasks share the data:
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,10 +61,48 @@ def _generation_args() -> tuple[Any, dict[str, Any]]:
     return args, key_args
 
 
+_KEY = re.compile(r"[0-9a-f]{16}")
+
+
 def cache_path(cache_dir: Path) -> Path:
-    """Where the generated arrays are cached (named by a hash of the generator arguments)."""
+    """Where the generated arrays are cached (named by a hash of the generator arguments).
+
+    Importing the package to read its arguments costs 1-3 s (it imports scipy), more than
+    reading the cached arrays; the arguments only change with the package's version, so the
+    hash is remembered per installed version in a small key file beside the arrays. The key
+    file is only a shortcut: when it is missing or holds anything but a hash, the package is
+    asked again and the file rewritten.
+    """
+    directory = cache_dir / "mnist1d"
+    key_file = directory / f"key-mnist1d-{version('mnist1d')}.txt"
+    try:
+        remembered = key_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        remembered = ""
+    if _KEY.fullmatch(remembered):
+        return directory / f"mnist1d-{remembered}.npz"
     _, key_args = _generation_args()
-    return cache_dir / "mnist1d" / f"mnist1d-{args_key(key_args)}.npz"
+    key = args_key(key_args)
+    _remember_key(key_file, key)
+    return directory / f"mnist1d-{key}.npz"
+
+
+def _remember_key(key_file: Path, key: str) -> None:
+    """Write the key file atomically; a cache directory that cannot be written (a read-only
+    shared cache) only loses the shortcut, never the run."""
+    temp: Path | None = None
+    try:
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=key_file.parent, prefix=f".{key_file.name}.", suffix=".tmp", delete=False, encoding="ascii"
+        ) as handle:
+            temp = Path(handle.name)
+            handle.write(key + "\n")
+        os.replace(temp, key_file)
+        temp = None
+    except OSError:
+        if temp is not None:
+            temp.unlink(missing_ok=True)
 
 
 # The child process: generate with the package's defaults and write the four arrays.
