@@ -7,7 +7,7 @@ all-reduce, not the scaling. Every run is launched by `torchrun --standalone`, 1
 processes, interleaved round by round so drifting load hits all of them alike.
 
 - ddp_train_speedup: the same `esper train` run (mnist1d, host widths 128/256/256 ~ 0.5M
-  parameters, global batch 512, 3 full epochs, heuristic controller that germinates at epoch 1;
+  parameters, global batch 512, 6 full epochs, heuristic controller that germinates at epoch 1;
   the same epochs, global batch and steps, so the same total work) on 1 process / 2 processes,
   each process with one torch thread. Times are the run's own wall clock (summary.json's
   wall_seconds): training, validation, counterfactual measurement, decisions, every epoch's
@@ -18,16 +18,16 @@ processes, interleaved round by round so drifting load hits all of them alike.
   other way to use 2 cores). The fair baseline for "does a second rank pay" is 1 process with the
   threads of one rank (one); this one says whether a second rank beats a second thread.
 - ddp_ppo_speedup (and _vs_2_threads, _end_to_end): the same `esper ppo` run (mnist1d-blind,
-  4 environments in the ranks' own processes, 2 rounds of 4-epoch episodes, 30 batches of 64 per
-  epoch) on 1 process / 2 processes (2 environments each); times are the sum of the rounds'
-  wall_seconds in the agent.
+  8 environments in the ranks' own processes, as many as a default `esper ppo`; 2 rounds of
+  4-epoch episodes, 30 batches of 64 per epoch) on 1 process / 2 processes (4 environments each);
+  times are the sum of the rounds' wall_seconds in the agent.
 - parallel_ceiling: the machine's own limit on any 2-process speedup: a fixed number of
   forward+backward steps of the training workload's host, in 1 process vs split over 2
   independent processes that never communicate. If this is below the goal, no distributed code
   can reach it on this machine.
-- ppo_env_ceiling: the same limit for the PPO workload's own environment work: its 4 environments
+- ppo_env_ceiling: the same limit for the PPO workload's own environment work: its 8 environments
   stepped through one episode of WAIT actions (host training, validation, observations, the
-  next episode's reset), in 1 process vs 2 independent processes of 2 environments each. The
+  next episode's reset), in 1 process vs 2 independent processes of 4 environments each. The
   environments' small host models scale worse across processes than the wide host, so this
   is the ceiling ddp_ppo_speedup is to be read against.
 - ppo_useful_share: in one PPO round (environments in this process), the time spent training
@@ -35,8 +35,12 @@ processes, interleaved round by round so drifting load hits all of them alike.
   observation/reward building, policy inference, the PPO update and overhead. Reported as a
   "speedup" (host-training ms / round ms) so the goal reads >= 0.85.
 
-The machine's load average at the time is written into each case's description: on a shared
-machine the scaling numbers move with it.
+Each launch is repeated for 5 rounds (1 with --tiny or a quick plan) and the ratio reported is
+the median of the per-round ratios with its interquartile range: on a 2-core virtual machine a
+multi-second job's wall time moves by 20-30 % from one minute to the next, and with 3 rounds of
+the earlier 3-epoch / 4-environment jobs two runs of the suite gave 1.54x and 1.69x (train),
+1.85x and 1.29x (ppo). The machine's load average at the time is written into each case's
+description: on a shared machine the scaling numbers move with it.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ _TIMEOUT_S = 900
 # The training workload's host and global batch (the ceiling measurement uses them too).
 _WIDE_HOST = [128, 256, 256]
 _WIDE_BATCH = 512
+_TRAIN_EPOCHS = 6
 # Forward+backward steps of the ceiling measurement, split over the processes.
 PARALLEL_WORK = 6
 
@@ -82,7 +87,7 @@ def _load() -> str:
 
 
 def _rounds(settings: BenchSettings) -> int:
-    return 1 if settings.tiny or settings.plan.rounds <= 3 else 3
+    return 1 if settings.tiny or settings.plan.rounds <= 3 else 5
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,7 @@ def train_config(tiny: bool, threads: int) -> dict[str, Any]:
     return {
         "task": "mnist1d",
         "controller": "heuristic",
-        "epochs": 3,
+        "epochs": _TRAIN_EPOCHS,
         "batch_size": _WIDE_BATCH,
         "host_overrides": {"widths": _WIDE_HOST},
         "seed": 0,
@@ -135,7 +140,8 @@ def train_config(tiny: bool, threads: int) -> dict[str, Any]:
     }
 
 
-_PPO_ENVS = 4
+_PPO_ENVS = 8  # a default `esper ppo` runs 8 environments
+_PPO_TINY_ENVS = 4
 PPO_BENCH_CONFIG = """envs = {envs}
 rounds = 2
 episode_length = {length}
@@ -150,8 +156,14 @@ rounds = 0
 """
 
 
+def _ppo_envs(tiny: bool) -> int:
+    return _PPO_TINY_ENVS if tiny else _PPO_ENVS
+
+
 def _ppo_config(tiny: bool, threads: int) -> str:
-    return PPO_BENCH_CONFIG.format(envs=_PPO_ENVS, length=2 if tiny else 4, batches=1 if tiny else 30, threads=threads)
+    return PPO_BENCH_CONFIG.format(
+        envs=_ppo_envs(tiny), length=2 if tiny else 4, batches=1 if tiny else 30, threads=threads
+    )
 
 
 class _Times:
@@ -208,11 +220,11 @@ def _train_scaling(settings: BenchSettings) -> dict[str, dict[str, Any]]:
                 whole = _run(launch, ["train", "--config", str(config), "--out", str(out)], "train")
                 summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
                 times.add(launch, float(summary["wall_seconds"]) * 1000.0, whole)
-    case = "mnist1d-tiny" if settings.tiny else "mnist1d-wide-3-epochs"
+    case = "mnist1d-tiny" if settings.tiny else f"mnist1d-wide-{_TRAIN_EPOCHS}-epochs"
     work = (
         "toy run"
         if settings.tiny
-        else f"mnist1d host widths {_WIDE_HOST}, global batch {_WIDE_BATCH}, 3 epochs, same total work"
+        else f"mnist1d host widths {_WIDE_HOST}, global batch {_WIDE_BATCH}, {_TRAIN_EPOCHS} epochs, same total work"
     )
     return times.metrics("ddp_train", case, work, "wall time of esper train (torchrun, gloo, DDP)")
 
@@ -230,8 +242,9 @@ def _ppo_scaling(settings: BenchSettings) -> dict[str, dict[str, Any]]:
                 whole = _run(launch, ["ppo", "--config", str(config), "--out", str(out)], "ppo")
                 history = load_agent(out / "agent.pt").meta.history
                 times.add(launch, sum(float(h["wall_seconds"]) for h in history) * 1000.0, whole)
-    case = "mnist1d-blind-4-envs"
-    work = "4 envs, 2 rounds" + ("" if settings.tiny else " of 4 epochs of 30 batches")
+    envs = _ppo_envs(settings.tiny)
+    case = f"mnist1d-blind-{envs}-envs"
+    work = f"{envs} envs, 2 rounds" + ("" if settings.tiny else " of 4 epochs of 30 batches")
     return times.metrics("ddp_ppo", case, work, "wall time of the esper ppo rounds (torchrun, decentralised PPO)")
 
 
@@ -291,7 +304,7 @@ def _ceiling_run(processes: int, tiny: bool) -> float:
 
 
 def _ppo_env_ceiling_run(processes: int, tiny: bool) -> float:
-    count = _PPO_ENVS // processes
+    count = _ppo_envs(tiny) // processes
     return _span_run([
         f"from esper.bench.distributed_scaling import ppo_env_ceiling_worker; "
         f"ppo_env_ceiling_worker({index * count}, {count}, {tiny})"
@@ -355,7 +368,7 @@ def _parallel_ceiling(settings: BenchSettings) -> dict[str, Any]:
 
 def _ppo_env_ceiling(settings: BenchSettings) -> dict[str, Any]:
     timing = _ceiling_pairs(settings, _ppo_env_ceiling_run)
-    work = f"{_PPO_ENVS} envs of the ddp_ppo workload, one episode of WAIT actions"
+    work = f"{_ppo_envs(settings.tiny)} envs of the ddp_ppo workload, one episode of WAIT actions"
     return summarise(
         {"independent-processes": (f"1 process / 2 independent processes, {work}; {_load()}", timing)},
         kind="speedup",
