@@ -11,12 +11,6 @@ from pathlib import Path
 
 import pytest
 
-# The console script, as a user types it. Under `python -m esper` CPython's runpy sometimes
-# turns this test's single SIGINT into a second KeyboardInterrupt after the command has
-# already handled it and returned 130 (the process then ends by SIGINT, status -2); the
-# console script and `python -c` did not (5 of 5 runs each, against 2-3 of 5 failing under -m).
-ESPER = str(Path(sys.executable).with_name("esper"))
-
 
 def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path: Path) -> None:
     # `esper ppo --show-config | head -c 0`: the reader is gone before the command writes a byte.
@@ -34,22 +28,35 @@ def test_a_reader_that_goes_away_ends_the_command_without_a_traceback(tmp_path: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_before_the_first_round_says_there_is_nothing_to_resume(tmp_path: Path) -> None:
+@pytest.mark.parametrize("delay", [0.0, 0.2, 0.4])
+def test_ctrl_c_before_the_first_round_says_there_is_nothing_to_resume(tmp_path: Path, delay: float) -> None:
+    # Three instants of the demonstrations' start. About 0.3-0.5 s after the events file
+    # appears mnist1d loads scipy, where a Ctrl-C used to be lost (scipy's extensions clear
+    # exceptions while they load) or to end `python -m esper` by SIGINT after the command had
+    # returned 130. The window is narrow and moves with the machine's speed, so this samples
+    # it; tests/cli/test_module_exit_status.py and tests/tasks/test_held_interrupts.py check
+    # the two causes deterministically.
     out = tmp_path / "agent"
     child = subprocess.Popen(
-        [ESPER, "ppo", "--task", "mnist1d", "--envs", "2", "--rounds", "1",
+        [sys.executable, "-m", "esper", "ppo", "--task", "mnist1d", "--envs", "2", "--rounds", "1",
          "--episode-length", "25", "--workers", "0", "--imitate", "4", "--out", str(out), "--no-progress"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
-    # The demonstrations have started once the events file exists; the first agent.pt is minutes away.
-    while not (out / "events.jsonl").exists():
-        assert child.poll() is None, child.communicate()
-        assert time.monotonic() < deadline, "esper ppo did not start its demonstrations"
-        time.sleep(0.1)
-    child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=120)
-    assert child.returncode == 130
+    try:
+        deadline = time.monotonic() + 120
+        # The demonstrations have started once the events file exists; the first agent.pt is minutes away.
+        while not (out / "events.jsonl").exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "esper ppo did not start its demonstrations"
+            time.sleep(0.05)
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 130, stderr
     assert not (out / "agent.pt").exists()
     assert "nothing to resume; run the same command again" in stderr
     assert "--resume" not in stderr and "Traceback" not in stderr, stderr

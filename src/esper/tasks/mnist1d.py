@@ -34,6 +34,7 @@ from torch.utils.data import TensorDataset
 
 from esper.tasks.base import DataSplits, Task, TaskDefaults, TaskOptions
 from esper.tasks.cache import args_key, load_arrays, save_arrays
+from esper.tasks.held_interrupts import interrupts_held
 
 SIGNAL_LENGTH = 40
 NUM_CLASSES = 10
@@ -52,7 +53,9 @@ MNIST1D_BLUEPRINTS = ("conv_heavy", "conv_light", "attention", "norm", "depthwis
 
 def _generation_args() -> tuple[Any, dict[str, Any]]:
     """The paper's generator arguments, and the part of them that determines the data."""
-    from mnist1d.data import get_dataset_args
+    # The first import of mnist1d loads scipy, whose extensions would swallow a Ctrl-C.
+    with interrupts_held():
+        from mnist1d.data import get_dataset_args
 
     args = get_dataset_args()
     # The url only serves the package's download helper; it does not shape the data.

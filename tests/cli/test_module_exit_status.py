@@ -1,0 +1,41 @@
+"""`python -m esper` ends with the status the command returned, even after a handled Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# Loaded by the child interpreter before `-m esper` runs: the command handles a
+# KeyboardInterrupt that left code run from a string, as libraries' imports sometimes do.
+_HANDLED_INTERRUPT = """
+import esper.cli.main
+
+def main(argv=None):
+    try:
+        exec("raise KeyboardInterrupt")
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+esper.cli.main.main = main
+"""
+
+
+def test_a_handled_ctrl_c_ends_python_m_esper_with_130_not_by_sigint(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_HANDLED_INTERRUPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    result = subprocess.run(
+        [sys.executable, "-m", "esper"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    # Before the fix CPython remembered the caught interrupt and killed the process by SIGINT (-2).
+    assert result.returncode == 130, result.stderr
+
+
+def test_usage_errors_keep_their_status_under_python_m(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "esper", "no-such-command"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "invalid choice" in result.stderr
