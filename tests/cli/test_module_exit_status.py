@@ -39,3 +39,25 @@ def test_usage_errors_keep_their_status_under_python_m(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "invalid choice" in result.stderr
+
+
+# Loaded by the child interpreter: a Ctrl-C lands in a command with nothing to save (`esper tasks`).
+_INTERRUPT_IN_TASKS = """
+import esper.cli.tasks_cmd
+
+def interrupted(args):
+    raise KeyboardInterrupt
+
+esper.cli.tasks_cmd.handler = interrupted
+"""
+
+
+def test_a_ctrl_c_no_command_handles_is_one_line_and_130(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_IN_TASKS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    for command in ([sys.executable, "-m", "esper"], [str(Path(sys.executable).with_name("esper"))]):
+        result = subprocess.run(
+            [*command, "tasks"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 130, result.stderr
+        assert result.stderr == "esper: interrupted\n"

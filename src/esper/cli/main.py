@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        # Commands that hold a run say what was saved and how to resume; a Ctrl-C anywhere
+        # else (while the commands are imported, the arguments parsed, or in a command with
+        # nothing to save) has nothing to lose and says only that it stopped.
+        print("esper: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # The command line as typed: `--watch` re-runs it in a child process.
