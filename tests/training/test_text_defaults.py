@@ -256,3 +256,45 @@ def test_the_committed_text_configs_resolve_to_the_plans_they_ran_with(
         assert now == resolve_plan(TrainConfig.model_validate(values))
         if path.name == "text-global-defaults.toml":
             assert now == resolve_plan(TrainConfig(task="text"))
+
+
+# ------------------------------------------------------------------ the other entry points
+def _started_plan(run_dir: Path) -> dict[str, Any]:
+    plan = next(iter(read_events(run_dir / "events.jsonl"))).plan  # type: ignore[attr-defined]
+    assert isinstance(plan, dict)
+    return plan
+
+
+@pytest.mark.slow  # two tiny text runs
+def test_compare_and_frontier_grow_text_with_the_text_defaults(tmp_path: Path, corpus: str) -> None:
+    from esper.training.compare import _run
+    from esper.training.frontier import FrontierSpec, plan, run_job
+
+    extra = {"text_file": corpus, "max_batches_per_epoch": 1, "batch_size": 8}
+    _run("text", "heuristic", 0, 2, tmp_path / "compare", TINY["host_overrides"], extra)
+    spec = FrontierSpec(
+        task="text", widths=(0.25,), seeds=(0,), controllers=("heuristic",), epochs=2,
+        max_batches_per_epoch=1, text_file=corpus,
+    )  # fmt: skip
+    job = next(job for job in plan(spec, tmp_path / "frontier") if job.controller == "heuristic")
+    run_job(job)
+    expected = resolve_plan(TrainConfig(task="text"))
+    for run_dir in (tmp_path / "compare", Path(job.run_dir)):
+        recorded = _started_plan(run_dir)
+        assert recorded["heuristic"] == expected.heuristic.model_dump(mode="json")
+        assert recorded["gates"] == expected.gates.model_dump(mode="json")
+        assert recorded["blueprints"] == list(expected.blueprints) and recorded["max_seeds"] == 4
+
+
+def test_a_ppo_environment_on_text_takes_the_text_gates_and_expert(corpus: str) -> None:
+    from esper.growth_rl.environment import EnvConfig, GrowthEnv
+
+    train = TrainConfig(task="text", text_file=corpus, **TINY)
+    env = GrowthEnv(EnvConfig(train=train, episode_length=2, shapley=False))
+    env.reset(0)
+    run = env.run
+    assert run is not None
+    # The lifecycle's rules on the policy's seeds; the heuristic is what the imitation expert runs.
+    assert run.model.gate_config == GateConfig(permissive=True, g2_min_epochs=0)
+    assert run.plan.heuristic.blend_tempo == 0 and run.plan.heuristic.rotate_blueprints is True
+    assert env.layout is not None and env.layout.blueprints == ("attention", "mlp_small", "norm", "mlp")
