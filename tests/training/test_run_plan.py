@@ -16,7 +16,7 @@ from esper.tasks import DEFAULT_TASK, default_tasks
 from esper.telemetry.replay import read_events
 from esper.training.config import TrainConfig
 from esper.training.plan import PlanError, RunPlan, lookup_task, resolve_plan
-from esper.training.preflight import RunInputError, validate_run_inputs
+from esper.training.preflight import validate_run_inputs
 from esper.training.trainer import run_training
 
 
@@ -171,23 +171,22 @@ def test_evaluate_and_frontier_refuse_an_unknown_task_at_once(tmp_path: Path, co
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_resume_checks_the_recorded_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_resume_keeps_the_recorded_plan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
-    run_training(
-        TrainConfig(controller="static", epochs=2, max_batches_per_epoch=1), out_dir=run_dir,
-        stop_after=1,
-    )
+    # The task's default length (25 epochs), stopped after the first.
+    run_training(TrainConfig(controller="static", max_batches_per_epoch=1), out_dir=run_dir, stop_after=1)
     checkpoint = run_dir / "checkpoint.pt"
     # The same plan, and an extended run (epochs may change), are accepted.
-    assert validate_run_inputs(TrainConfig(), run_dir, resume=checkpoint).plan.epochs == 2
-    assert validate_run_inputs(TrainConfig(epochs=3), run_dir, resume=checkpoint).plan.epochs == 3
-    # A task default that changed since the run started would change the run silently: refused.
+    assert validate_run_inputs(TrainConfig(), run_dir, resume=checkpoint).plan.epochs == 25
+    assert validate_run_inputs(TrainConfig(epochs=30), run_dir, resume=checkpoint).plan.epochs == 30
+    # A task default that changed since the run started would change the run silently: the run
+    # continues with the values it started with.
     tasks = default_tasks()
     task = tasks.get("mnist1d")
-    changed = dataclasses.replace(task, defaults=task.defaults.model_copy(update={"host_lr": 0.07}))
-    monkeypatch.setitem(tasks._tasks, "mnist1d", changed)
-    with pytest.raises(RunInputError) as info:
-        validate_run_inputs(TrainConfig(), run_dir, resume=checkpoint)
-    message = str(info.value)
-    assert "plan optimizer.host_lr: the run started with 0.05, its config now resolves to 0.07" in message
-    assert "\n" not in message
+    changed_defaults = task.defaults.model_copy(update={"host_lr": 0.07, "epochs": 9, "heuristic": {"blend_tempo": 1}})
+    monkeypatch.setitem(tasks._tasks, "mnist1d", dataclasses.replace(task, defaults=changed_defaults))
+    assert resolve_plan(TrainConfig()).optimizer.host_lr == 0.07
+    plan = validate_run_inputs(TrainConfig(), run_dir, resume=checkpoint).plan
+    assert plan.optimizer.host_lr == 0.05 and plan.heuristic.blend_tempo == 5
+    assert plan.epochs == 25  # the run's length is the one it started with too
+    assert plan.sized_for(10).as_record() == next(iter(read_events(run_dir / "events.jsonl"))).plan

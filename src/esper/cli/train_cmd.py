@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
 from esper.checkpoints.errors import CheckpointError
 from esper.tasks import DEFAULT_TASK
-from esper.training.config import ConfigError, build_config, read_config_file
+from esper.training.config import ConfigError, TrainConfig, build_config, read_config_file
 from esper.training.run_files import CHECKPOINT_NAME, EVENTS_NAME, REPORT_NAME, RUN_FILE_NAMES
 
 # Exit codes: 0 the run completed (or stopped where --stop-after asked), 2 bad input,
@@ -50,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--watch", action="store_true", help="show the live dashboard (esper watch) while training; needs esper[ui]"
+    )
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print every value the run would use (flags and --config over the task's defaults over the global "
+        "defaults; with --resume, the values the run started with) as JSON and exit; nothing is written",
     )
     parser.set_defaults(func=handle)
 
@@ -144,6 +151,25 @@ def _render_report(out_dir: Path, *, replace: bool = False) -> list[str]:
     return [REPORT_NAME]
 
 
+def _show_config(config: TrainConfig, args: argparse.Namespace, labels: dict[str, str]) -> int:
+    """Print the plan as JSON; nothing is trained or written."""
+    from esper.training.plan import PlanError, resolve_plan
+    from esper.training.preflight import RunInputError, validate_run_inputs
+
+    try:
+        if args.resume is not None:
+            out = args.out if args.out is not None else args.resume.parent
+            inputs = validate_run_inputs(config, out, resume=args.resume, labels=labels)
+            plan = inputs.plan
+        else:
+            plan = resolve_plan(config)
+    except (PlanError, RunInputError, CheckpointError) as error:
+        return _fail(str(error))
+    # The host's output size (the text task's vocabulary) is filled in once the data loads.
+    print(json.dumps(plan.as_record(), indent=2), flush=True)
+    return 0
+
+
 def _handle(args: argparse.Namespace) -> int:
     from esper.growth_rl.agent_io import AgentMismatchError
     from esper.training.preflight import RunInputError, validate_run_inputs
@@ -168,6 +194,8 @@ def _handle(args: argparse.Namespace) -> int:
         return _fail(str(error))
     labels = {key: str(args.config) for key in file_values}
     labels.update({key: _FLAGS[key] for key, value in flags.items() if value is not None})
+    if args.show_config:
+        return _show_config(config, args, labels)
     from esper import distributed
 
     if args.resume is not None:

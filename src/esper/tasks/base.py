@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from esper.contracts.config import StrictConfig
 from esper.contracts.shapes import TOPOLOGIES, Topology
+from esper.contracts.validation import describe_validation_error
+from esper.seeds.gates import GateConfig
 from esper.tasks.cache import default_cache_dir
 
 DataKind = Literal["classification", "language_model"]
@@ -140,6 +142,21 @@ class TaskDefaults(StrictConfig):
     # Training batches per epoch (None: the whole training set); large corpora use a cap
     # so one controller step stays short.
     max_batches_per_epoch: int | None = Field(default=None, gt=0)
+    # The task's own heuristic settings (HeuristicConfig field -> value), over the heuristic's
+    # global defaults; a run's [heuristic] table overrides them field by field. Checked when a
+    # plan is resolved (the heuristic's config lives in a layer above the tasks).
+    heuristic: dict[str, Any] = Field(default_factory=dict)
+    # The task's own gate settings (GateConfig field -> value), over the training default
+    # (permissive gates); a run's [gates] table overrides them field by field.
+    gates: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_gate_settings(self) -> TaskDefaults:
+        try:
+            GateConfig.model_validate(self.gates)
+        except ValidationError as error:
+            raise ValueError(f"gates: {describe_validation_error(GateConfig, error)}") from None
+        return self
 
 
 DataLoaderFn = Callable[[TaskOptions], DataSplits]

@@ -135,12 +135,35 @@ def _blueprints(config: TrainConfig, task: Task) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _heuristic(config: TrainConfig) -> HeuristicConfig:
+def _heuristic(config: TrainConfig, task: Task) -> HeuristicConfig:
     # Checked whatever the controller: a typo in [heuristic] is a typo even when another controller runs.
     try:
-        return HeuristicConfig(**config.heuristic)
+        HeuristicConfig(**task.defaults.heuristic)
+    except ValidationError as error:
+        raise PlanError(
+            f"task {task.name!r} default heuristic: {describe_validation_error(HeuristicConfig, error)}"
+        ) from None
+    try:
+        # Per field: the run's [heuristic] table over the task's settings over the global defaults.
+        return HeuristicConfig(**{**task.defaults.heuristic, **config.heuristic})
     except ValidationError as error:
         raise PlanError(f"heuristic: {describe_validation_error(HeuristicConfig, error)}") from None
+
+
+def _gates(config: TrainConfig, task: Task) -> GateConfig:
+    """Per field: the fields the run's [gates] table sets, over the task's, over the global default.
+
+    The global default is the training default (permissive gates) when the run gives no
+    [gates] table, and GateConfig's own defaults for the fields a table leaves out (as
+    before task defaults existed, so a table means the same on a task without gate settings).
+    """
+    if not task.defaults.gates:
+        return config.gates
+    if "gates" not in config.model_fields_set:
+        return GateConfig(**{"permissive": True, **task.defaults.gates})
+    # Values, not a dump: a dump leaves out a field at its default (blend_full_host_gradient).
+    given = {name: getattr(config.gates, name) for name in config.gates.model_fields_set}
+    return GateConfig(**{**task.defaults.gates, **given})
 
 
 def _host(config: TrainConfig, task: Task) -> HostPlan:
@@ -165,7 +188,8 @@ def resolve_plan(config: TrainConfig) -> RunPlan:
     task = lookup_task(config.task)
     defaults = task.defaults
     blueprints = _blueprints(config, task)
-    heuristic = _heuristic(config)
+    heuristic = _heuristic(config, task)
+    gates = _gates(config, task)
     host = _host(config, task)
 
     def given(value: Any, default: Any) -> Any:
@@ -194,7 +218,7 @@ def resolve_plan(config: TrainConfig) -> RunPlan:
         seed_budget_ratio=given(config.seed_budget_ratio, defaults.seed_budget_ratio),
         training_proximal_weight=config.training_proximal_weight,
         heuristic=heuristic,
-        gates=config.gates,
+        gates=gates,
         governor=config.governor,
         data_dir=config.data_dir,
         text_file=config.text_file,

@@ -6,8 +6,10 @@ refuse a bad run while the output directory is still untouched. It resolves
 the run's plan (`esper.training.plan`: the task, blueprint names, heuristic
 settings and host overrides are checked there) and checks the controller (and
 the agent file a `policy:PATH` controller names), device, telemetry backends,
-the output directory, and for a resume the checkpoint, every setting that
-would contradict the saved run, and the plan the run started with.
+the output directory, and for a resume the checkpoint and every setting that
+would contradict the saved run. A resumed run uses the plan it started with
+(recorded in its run_started event), so a default changed by a later esper
+version never changes a run in progress.
 Each problem is a `RunInputError` whose message is one line naming the input.
 
 `prepare_run_dir` is the only function here that changes the disk: it creates
@@ -54,9 +56,10 @@ class ResolvedInputs:
     """What a validated run will use.
 
     `config` is the run's config: for a resume, the saved one (with the new
-    total of epochs when the run is extended); `plan` is that config resolved
-    with its task's defaults, what the run will use. `replaces` lists the old run's
-    files that `prepare_run_dir` removes (only with `overwrite`).
+    total of epochs when the run is extended); `plan` is what the run will use:
+    that config resolved with its task's defaults, or for a resume the plan the
+    run started with. `replaces` lists the old run's files that
+    `prepare_run_dir` removes (only with `overwrite`).
     `nothing_to_do` is True when a resumed run already trained every epoch asked for.
     """
 
@@ -286,7 +289,10 @@ def _resolve_resume(
             f"cannot resume {resume}: {details} (a resumed run keeps its settings; only --epochs may change, "
             "to extend it)"
         )
-    task_epochs = _resolve(saved).epochs
+    # The run's default length is the one it started with, even if the task's default changed since.
+    recorded = _recorded_plan(resume)
+    recorded_epochs = recorded.get("epochs") if recorded is not None else None
+    task_epochs = recorded_epochs if type(recorded_epochs) is int and recorded_epochs >= 1 else _resolve(saved).epochs
     saved_total = saved.epochs or task_epochs
     total = saved_total
     if "epochs" in config.model_fields_set:
@@ -300,22 +306,8 @@ def _resolve_resume(
     return resolved, trained, total, saved_total
 
 
-def _plan_differences(recorded: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(key, recorded value, current value) for each leaf of two plan records that differs."""
-    if isinstance(recorded, dict) and isinstance(current, dict):
-        found: list[tuple[str, Any, Any]] = []
-        for key in sorted(set(recorded) | set(current)):
-            found += _plan_differences(recorded.get(key, "(absent)"), current.get(key, "(absent)"), f"{prefix}{key}.")
-        return found
-    return [] if recorded == current else [(prefix.rstrip("."), recorded, current)]
-
-
-def _check_recorded_plan(plan: RunPlan, resume: Path) -> None:
-    """The plan the run started with (in its run_started event) must be the one its config resolves to now.
-
-    They differ when a task default changed since the run started (another esper version):
-    the resumed run would silently train with other values than the run it continues.
-    """
+def _recorded_plan(resume: Path) -> dict[str, Any] | None:
+    """The plan record of the run's run_started event; None for a run recorded before plans were."""
     from esper.telemetry.events import RunStarted, parse_event
 
     with open(resume.parent / EVENTS_NAME, "rb") as handle:
@@ -325,28 +317,43 @@ def _check_recorded_plan(plan: RunPlan, resume: Path) -> None:
     except (ValueError, UnicodeDecodeError):
         # Every checkpoint commits the run_started line: a damaged one is refused, naming the file,
         # by the check of events.jsonl against the checkpoint's commit record, before anything changes.
-        return
-    if not isinstance(started, RunStarted) or started.plan is None:  # (None: recorded before plans were)
-        return
-    recorded = dict(started.plan)
+        return None
+    if not isinstance(started, RunStarted) or started.plan is None:
+        return None
+    return dict(started.plan)
+
+
+def _over(recorded: Any, current: Any) -> Any:
+    """`recorded` with what it lacks taken from `current` (tables merged key by key)."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        return {**current, **{key: _over(value, current.get(key)) for key, value in recorded.items()}}
+    return recorded
+
+
+def _resumed_plan(plan: RunPlan, resume: Path, total: int) -> RunPlan:
+    """The plan the run started with (its run_started event), with the resumed run's `total` of epochs.
+
+    The saved config resolves to it unless a default (a task's, or a global one) changed since
+    the run started (another esper version): the run continues with the values it started
+    with, never with the new defaults. A setting that did not exist when the run started takes
+    its value from the current resolution.
+    """
+    recorded = _recorded_plan(resume)
+    if recorded is None:
+        return plan
     current = plan.as_record()
-    # The total of epochs may change (an extended run); the output size is filled in once the data loads.
-    recorded.pop("epochs", None)
-    current.pop("epochs", None)
+    recorded["epochs"] = total  # the total may change (an extended run)
+    # The output size is filled in once the data loads (and checked against it then).
     host = recorded.get("host")
     host_config = host.get("config") if isinstance(host, dict) else None
     if isinstance(host, dict) and isinstance(host_config, dict) and plan.host.output_key not in plan.host.config:
         recorded["host"] = {**host, "config": {k: v for k, v in host_config.items() if k != plan.host.output_key}}
-    differences = _plan_differences(recorded, current)
-    if differences:
-        details = "; ".join(
-            f"plan {key}: the run started with {_shown(theirs)}, its config now resolves to {_shown(mine)}"
-            for key, theirs, mine in differences
-        )
+    try:
+        return RunPlan.model_validate_json(json.dumps(_over(recorded, current)))
+    except ValidationError as error:
         raise RunInputError(
-            f"cannot resume {resume}: {details} (a task default changed since the run started; resume it with "
-            "the esper version that started it, or set the value in its config and start a new run)"
-        )
+            f"--resume {resume}: the plan recorded in {EVENTS_NAME}: {describe_validation_error(RunPlan, error)}"
+        ) from None
 
 
 def validate_run_inputs(
@@ -379,8 +386,11 @@ def validate_run_inputs(
     _check_resume_path(resume)
     _check_resume_dir(resume, out_dir)
     resolved, trained, total, saved_total = _resolve_resume(config, resume, labels)
-    plan = _check_config(resolved)
-    _check_recorded_plan(plan, resume)
+    plan = _resumed_plan(_resolve(resolved), resume, total)
+    _check_controller(plan)
+    _check_device(resolved)
+    _check_telemetry(resolved)
+    _check_data_paths(resolved)
     # Nothing to do only when the run had ended and is not extended; a run stopped early whose
     # total is lowered to the epochs it trained still runs its ending (test numbers, run_finished).
     done = trained >= total and trained >= saved_total
