@@ -51,6 +51,19 @@ def test_train_default_out_dir(
 
 
 @pytest.mark.parametrize("task", TASKS)
+def test_train_show_config(
+    task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`esper train --task T --show-config`: the resolved plan as JSON, nothing written."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--task", task, "--show-config"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["task"] == task
+    assert {"heuristic", "gates", "blueprints", "max_seeds", "epochs"} <= plan.keys()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("task", TASKS)
 def test_frontier(task: str, tmp_path: Path, data_files: dict[str, dict[str, str]]) -> None:
     """`esper frontier --task T --widths --seeds --seed-start --out` (the README's evidence command), tiny."""
     out = tmp_path / "frontier"
