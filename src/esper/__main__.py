@@ -2,7 +2,14 @@
 
 import sys
 
-from esper.cli.main import main
+try:
+    from esper.cli.main import main
+except KeyboardInterrupt:
+    # Ctrl-C in the first instant, while the command line code is still being imported: there is
+    # nothing to save yet, so the same one line and status as a Ctrl-C anywhere else.
+    print("esper: interrupted", file=sys.stderr)
+    exec("")  # clears CPython's uncaught-Ctrl-C mark, as explained below
+    sys.exit(130)
 
 
 def _forget_interrupts_already_handled() -> None:

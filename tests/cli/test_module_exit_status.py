@@ -61,3 +61,28 @@ def test_a_ctrl_c_no_command_handles_is_one_line_and_130(tmp_path: Path) -> None
         )
         assert result.returncode == 130, result.stderr
         assert result.stderr == "esper: interrupted\n"
+
+
+# Loaded by the child interpreter: importing the command line code is interrupted.
+_INTERRUPT_WHILE_IMPORTING = """
+import builtins
+
+_import = builtins.__import__
+
+def interrupted_import(name, *args, **kwargs):
+    if name == "esper.cli.main":
+        raise KeyboardInterrupt
+    return _import(name, *args, **kwargs)
+
+builtins.__import__ = interrupted_import
+"""
+
+
+def test_a_ctrl_c_while_python_m_esper_starts_is_one_line_and_130(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_INTERRUPT_WHILE_IMPORTING)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    result = subprocess.run(
+        [sys.executable, "-m", "esper", "tasks"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr == "esper: interrupted\n"
