@@ -8,8 +8,9 @@ only when the run used exactly the conditions they were measured under.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from esper.seeds.gates import GateConfig
 from esper.training.config import TrainConfig
@@ -17,8 +18,12 @@ from esper.training.config import TrainConfig
 
 @dataclass(frozen=True)
 class GrowthReference:
-    """Mean ± sample std of test accuracy (percent) over `seeds`, static host vs heuristic growth."""
+    """Mean ± sample std of the task's test metric over `seeds`, static host vs heuristic growth.
 
+    metric "accuracy": percent, higher is better; "bits_per_char": lower is better.
+    """
+
+    metric: Literal["accuracy", "bits_per_char"]
     epochs: int
     seeds: str
     static_mean: float
@@ -29,9 +34,12 @@ class GrowthReference:
     source: str
 
 
-# esper frontier --task mnist1d --widths 0.25,0.5,1,2 --seeds 3 --seed-start 100 (the ×1 row).
+# esper frontier --task mnist1d --widths 0.25,0.5,1,2 --seeds 3 --seed-start 100 (the ×1 row);
+# esper frontier --task text --widths 0.5,1 --static-widths 0.5625,0.625,1.125 --seeds 3
+# --seed-start 100 (the ×1 row, the default corpus).
 REFERENCES: dict[str, GrowthReference] = {
     "mnist1d": GrowthReference(
+        metric="accuracy",
         epochs=25,
         seeds="100-102",
         static_mean=97.63,
@@ -40,6 +48,17 @@ REFERENCES: dict[str, GrowthReference] = {
         grown_std=0.26,
         grown_params=32_074,
         source="benchmarks/frontier/mnist1d",
+    ),
+    "text": GrowthReference(
+        metric="bits_per_char",
+        epochs=25,
+        seeds="100-102",
+        static_mean=2.453,
+        static_std=0.121,
+        grown_mean=2.438,
+        grown_std=0.131,
+        grown_params=254_913,
+        source="benchmarks/frontier/text-default",
     ),
 }
 
@@ -53,6 +72,7 @@ def _default_conditions(config: TrainConfig, reference: GrowthReference) -> bool
         and config.blueprints is None
         and config.gates == GateConfig(permissive=True)
         and config.max_batches_per_epoch is None
+        and config.text_file is None  # measured on the default corpus
         and all(
             getattr(config, field) is None
             for field in ("batch_size", "host_lr", "seed_lr", "max_seeds", "seed_budget_ratio")
@@ -66,13 +86,22 @@ def reference_line(config: TrainConfig, summary: dict[str, Any]) -> str | None:
     if reference is None or not _default_conditions(config, reference):
         return None
     gain = reference.grown_mean - reference.static_mean
+    if reference.metric == "accuracy":
+        static = f"{reference.static_mean:.2f} ± {reference.static_std:.2f}%"
+        grown = f"{reference.grown_mean:.2f} ± {reference.grown_std:.2f}%"
+        change = f"{gain:+.2f} points"
+    else:
+        static = f"{reference.static_mean:.3f} ± {reference.static_std:.3f} bits/char"
+        grown = f"{reference.grown_mean:.3f} ± {reference.grown_std:.3f} bits/char"
+        change = f"{gain:+.3f} bits/char"
     # A gain smaller than either spread is not a gain one can claim: say so on the line.
     within = abs(gain) < max(reference.static_std, reference.grown_std)
-    verdict = f"{gain:+.2f} points, within the spread over seeds" if within else f"{gain:+.2f} points"
+    verdict = f"{change}, within the spread over seeds" if within else change
+    # The run's own line gives its accuracy; on a character model the reference is in bits/char,
+    # so the run's bits/char (its mean test loss in nats, over ln 2) goes beside it.
+    own = "" if reference.metric == "accuracy" else f"this run {summary['test_loss'] / math.log(2):.3f} bits/char · "
     return (
-        f"seeds added {summary['seed_params']:,} parameters to the {summary['host_params']:,}-parameter host · "
-        f"measured reference (seeds {reference.seeds}, {reference.source}): this host static "
-        f"{reference.static_mean:.2f} ± {reference.static_std:.2f}%, grown by the heuristic "
-        f"{reference.grown_mean:.2f} ± {reference.grown_std:.2f}% at {reference.grown_params:,} params "
-        f"({verdict})"
+        f"{own}seeds added {summary['seed_params']:,} parameters to the {summary['host_params']:,}-parameter host · "
+        f"measured reference (seeds {reference.seeds}, {reference.source}): this host static {static}, "
+        f"grown by the heuristic {grown} at {reference.grown_params:,} params ({verdict})"
     )
