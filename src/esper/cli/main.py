@@ -13,6 +13,7 @@ import sys
 from importlib import import_module
 
 import esper
+from esper.interrupts import ctrl_c_remembered
 
 COMMANDS: tuple[str, ...] = (
     "esper.cli.train_cmd",
@@ -63,7 +64,8 @@ def _run(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     try:
-        code = int(args.func(args))
+        with ctrl_c_remembered():
+            code = int(args.func(args))
         sys.stdout.flush()  # output still buffered meets a closed pipe here, not at interpreter exit
         return code
     except BrokenPipeError:

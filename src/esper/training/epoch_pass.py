@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import Tensor
 
+from esper.interrupts import raise_if_interrupted
 from esper.training.batches import Evaluation, epoch_batches, evaluate, loss_and_correct
 
 if TYPE_CHECKING:
@@ -90,6 +91,7 @@ def train_pass(run: GrowthRun, how: EpochPass) -> tuple[float, float]:
     # The structure only changes between epochs: the forward (under DDP, the wrapper) is looked up once a pass.
     forward = how.forward(run)
     for index, (xb, yb) in enumerate(batches):
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt third-party code swallowed
         run.optimizers.zero_grad()
         with run.model.recording_proximal() as record:
             loss, batch_correct = loss_and_correct(forward(xb), yb)
