@@ -34,7 +34,7 @@ def test_ctrl_c_before_the_first_round_says_there_is_nothing_to_resume(tmp_path:
     # appears mnist1d loads scipy, where a Ctrl-C used to be lost (scipy's extensions clear
     # exceptions while they load) or to end `python -m esper` by SIGINT after the command had
     # returned 130. The window is narrow and moves with the machine's speed, so this samples
-    # it; tests/cli/test_module_exit_status.py and tests/tasks/test_held_interrupts.py check
+    # it; tests/cli/test_module_exit_status.py and tests/test_held_interrupts.py check
     # the two causes deterministically.
     out = tmp_path / "agent"
     child = subprocess.Popen(

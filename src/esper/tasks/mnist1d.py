@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from esper.interrupts import interrupts_held
 from esper.tasks.base import DataSplits, Task, TaskDefaults, TaskOptions
 from esper.tasks.cache import args_key, load_arrays, save_arrays
-from esper.tasks.held_interrupts import interrupts_held
 
 SIGNAL_LENGTH = 40
 NUM_CLASSES = 10

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from esper.tasks.held_interrupts import interrupts_held
+from esper.interrupts import interrupts_held
 
 
 def _swallowing_block() -> None:
